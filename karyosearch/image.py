@@ -1,0 +1,191 @@
+"""The one image pipeline: `load` a chromosome crop, then `prepare` it for the network.
+
+Training, indexing and querying all call these two functions, so the same pixels reach the
+encoder on every path.
+
+- `load(path)` reads any BMP, PNG, TIFF or JPEG (8- or 16-bit; grey, RGB, RGBA or palette),
+  converts it to 8-bit grey, brings it to one polarity (bright chromosome on a dark
+  background, as Q-banding gives) and crops it to the chromosome's bounding box, so that a
+  canvas around a crop cannot leak where the image came from.
+- `prepare(grey, size)` keeps the aspect ratio, pads the crop to a square and resizes it to
+  `size x size`, giving float32 values in [0, 1].
+
+Every failure is an `ImageError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+# Bumped whenever load/prepare change the pixels the network sees; stored in checkpoints and
+# index cards so that an encoder is never fed images prepared another way.
+PREPROCESS_VERSION = 1
+
+MAX_SIDE = 4096  # px; a chromosome crop larger than this is no chromosome crop
+IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg"})
+# A pixel belongs to the chromosome when it is this much brighter than the background (after
+# the polarity is made bright-on-dark).
+FOREGROUND_DELTA = 12
+
+Polarity = Literal["auto", "bright", "dark"]
+"""`bright`: bright chromosome on a dark background (Q-band); `dark`: dark on light (G-band)."""
+
+
+class ImageError(UserError):
+    """A file that cannot be turned into a chromosome image; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether a file name has one of the image suffixes the pipeline reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_grey(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as 8-bit grey (H, W), whatever its format, depth or colour mode."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if not path.is_file():
+        raise ImageError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if width > MAX_SIDE or height > MAX_SIDE:
+                raise ImageError(
+                    path, f"image is {width}x{height} px, larger than {MAX_SIDE} px a side"
+                )
+            if width == 0 or height == 0:
+                raise ImageError(path, "image has no pixels")
+            im.load()
+            return _to_grey_uint8(im)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (unrecognised format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(path, f"image is larger than {MAX_SIDE} px a side") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise ImageError(path, f"corrupt or truncated image ({err})") from None
+
+
+def _to_grey_uint8(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return (np.asarray(im, dtype=np.float64) / 257.0).round().astype(np.uint8)
+    if mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if a.size and a.max() > 255:  # 16-bit content read as 32-bit ints
+            a = a / 257.0
+        return np.clip(a, 0, 255).round().astype(np.uint8)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGB" if mode == "RGBA" else "L")
+    if im.mode != "L":
+        im = im.convert("L")  # RGB, CMYK, YCbCr, 1: ITU-R 601 luma; equal channels stay exact
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def detect_polarity(grey: np.ndarray) -> Literal["bright", "dark"]:
+    """Tell Q-band from G-band by the background: the median of the image's outer ring.
+
+    A light background (median above mid-grey) means a dark chromosome on light (`dark`).
+    """
+    return "dark" if float(np.median(_border(grey))) > 127.5 else "bright"
+
+
+def to_bright_on_dark(grey: np.ndarray, polarity: Polarity = "auto") -> np.ndarray:
+    """Invert dark-on-light images so that every image is a bright chromosome on dark."""
+    if polarity == "auto":
+        polarity = detect_polarity(grey)
+    if polarity == "dark":
+        return 255 - grey
+    if polarity != "bright":
+        raise ValueError(f"polarity must be auto, bright or dark, not {polarity!r}")
+    return grey
+
+
+def content_box(bright: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (top, bottom, left, right; exclusive ends) of the chromosome, or None.
+
+    The background level is the median of the outer ring; chromosome pixels are those
+    `FOREGROUND_DELTA` brighter than it.
+    """
+    background = float(np.median(_border(bright)))
+    mask = bright > background + FOREGROUND_DELTA
+    if not mask.any():
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def load(path: str | os.PathLike, polarity: Polarity = "auto") -> np.ndarray:
+    """Read a chromosome crop as uint8 (H, W): bright on a zero background, cropped to content.
+
+    `polarity` overrides the automatic choice (`bright` for Q-band, `dark` for G-band).
+    Raises `ImageError` for a missing, empty, corrupt, non-image, oversized or
+    all-background file.
+    """
+    return crop_chromosome(read_grey(path), polarity, path)
+
+
+def crop_chromosome(grey: np.ndarray, polarity: Polarity = "auto",
+                    path: str | os.PathLike = "<array>") -> np.ndarray:
+    """The part of `load` after reading: one polarity, background to zero, cropped to content."""
+    bright = to_bright_on_dark(grey, polarity)
+    box = content_box(bright)
+    if box is None:
+        raise ImageError(path, "no chromosome found: the image is all background")
+    top, bottom, left, right = box
+    crop = bright[top:bottom, left:right].astype(np.int16)
+    background = int(np.median(_border(bright)))
+    return np.clip(crop - background, 0, 255).astype(np.uint8)
+
+
+def prepare(grey: np.ndarray, size: int) -> np.ndarray:
+    """Pad a cropped chromosome to a square (aspect kept, centred) and resize to size x size.
+
+    Contrast is normalised per image: the 99th percentile of the chromosome's pixels maps to
+    1 (Q-band brightness varies from cell to cell). Returns float32 (size, size) in [0, 1];
+    the padding is background (0).
+    """
+    if grey.ndim != 2 or grey.size == 0:
+        raise ValueError(f"expected a non-empty 2-d grey image, got shape {grey.shape}")
+    h, w = grey.shape
+    side = max(h, w)
+    square = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = grey
+    if side != size:
+        square = np.asarray(
+            Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+        )
+    out = square.astype(np.float32)
+    content = out[out > 0]
+    scale = float(np.percentile(content, 99)) if content.size else 255.0
+    return np.clip(out / max(scale, 1.0), 0.0, 1.0)
+
+
+def load_prepared(path: str | os.PathLike, size: int, polarity: Polarity = "auto") -> np.ndarray:
+    """`prepare(load(path), size)`: the network input for one file."""
+    return prepare(load(path, polarity), size)

@@ -1,0 +1,102 @@
+"""Batched embedding: image files or prepared arrays through an encoder, fast on CPU and GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .image import ImageError, Polarity, load_prepared
+from .model import Encoder
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU (AVX-512 bf16 makes it several times faster) and on CUDA."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(N, S, S) float images in [0, 1] -> (N, 1, S, S) channels_last tensor on `device`."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return x.to(device).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def embed_arrays(encoder: Encoder, images: np.ndarray, batch_size: int = 128,
+                 fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (N, 2048) float32 unit vectors and class scores (N, classes) of prepared images."""
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    embs, scores = [], []
+    for start in range(0, len(images), batch_size):
+        x = to_model_input(images[start : start + batch_size], device)
+        with autocast(device, fast):
+            e, s = encoder.embed_and_score(x)
+        embs.append(e.float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
+    if not embs:
+        return np.zeros((0, 2048), np.float32), np.zeros((0, encoder.cfg.num_classes), np.float32)
+    return np.concatenate(embs), np.concatenate(scores)
+
+
+@dataclass
+class EmbeddedFiles:
+    """Result of embedding a list of files: rows for those that loaded, errors for the rest."""
+
+    paths: list[str]  # files that were embedded, in input order
+    embeddings: np.ndarray  # (len(paths), 2048) float32, unit norm
+    scores: np.ndarray  # (len(paths), classes) class scores (see Encoder.embed_and_score)
+    errors: list[ImageError]  # files that could not be read, with the reason
+
+
+def embed_files(encoder: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 64,
+                polarity: Polarity = "auto", fast: bool = True,
+                progress: Callable[[int], None] | None = None) -> EmbeddedFiles:
+    """Load, prepare and embed files; unreadable files are collected as errors, not raised.
+
+    Images are read on a thread pool while the network runs (PIL releases the GIL).
+    `progress(n)` is called with the number of files finished after each batch.
+    """
+    size = encoder.cfg.image_size
+    ok_paths: list[str] = []
+    errors: list[ImageError] = []
+    embs, scores = [], []
+
+    def read(path: str | os.PathLike) -> np.ndarray | ImageError:
+        try:
+            return load_prepared(path, size, polarity)
+        except ImageError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = list(paths[start : start + batch_size])
+            arrays = []
+            for path, result in zip(chunk, pool.map(read, chunk)):
+                if isinstance(result, ImageError):
+                    errors.append(result)
+                else:
+                    ok_paths.append(str(path))
+                    arrays.append(result)
+            if arrays:
+                e, s = embed_arrays(encoder, np.stack(arrays), batch_size, fast)
+                embs.append(e)
+                scores.append(s)
+            if progress is not None:
+                progress(len(chunk))
+    n_classes = encoder.cfg.num_classes
+    return EmbeddedFiles(
+        ok_paths,
+        np.concatenate(embs) if embs else np.zeros((0, 2048), np.float32),
+        np.concatenate(scores) if scores else np.zeros((0, n_classes), np.float32),
+        errors,
+    )

@@ -1,0 +1,285 @@
+"""The encoder: ResNeXt-50 (32x4d) with learnable class proxies and CBAM attention.
+
+Three networks, selected by name (MIDL 2020, "Deep Metric Learning Network using Proxies for
+Chromosome Classification in Karyotyping Test"):
+
+- `resnext`: plain classifier trained with cross-entropy (the paper's baseline); its
+  embedding is the L2-normalised average-pooled conv5 feature.
+- `proxy-resnext`: global average pool -> LayerNorm -> L2 normalise: a 2048-d unit embedding,
+  trained against one learnable proxy per class (normalized softmax loss).
+- `proxy-resnext-cbam`: as above with CBAM (Woo et al. 2018) after conv5 and global average
+  plus global max pooling; still 2048-d.
+
+As in timm, `forward_features` gives the conv5 feature map and `forward_head` the embedding;
+`forward` returns the L2-normalised embedding, so normalisation never falls to callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .errors import UserError
+from .image import PREPROCESS_VERSION
+from .labels import CLASS_NAMES
+
+ARCHS: tuple[str, ...] = ("resnext", "proxy-resnext", "proxy-resnext-cbam")
+EMBEDDING_DIM = 2048
+CHECKPOINT_FORMAT = "karyosearch-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild an encoder (stored in every checkpoint)."""
+
+    arch: str = "proxy-resnext-cbam"  # one of ARCHS
+    image_size: int = 64  # input side S in px; images are prepared to S x S
+    stem: str = "small"  # "standard": 7x7/2 conv + maxpool; "small": 3x3/1 conv + maxpool
+    in_chans: int = 1  # grey input; the pipeline gives one channel
+    num_classes: int = len(CLASS_NAMES)  # one proxy (or logit) per class
+    temperature: float = 0.05  # normalized-softmax temperature T (Zhai & Wu use 0.05)
+    cbam_reduction: int = 16  # CBAM channel-MLP reduction ratio
+    preprocess_version: int = PREPROCESS_VERSION  # image.py version the encoder was trained on
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.stem not in ("standard", "small"):
+            raise ValueError(f"unknown stem {self.stem!r}; choose standard or small")
+        if self.image_size < 16:
+            raise ValueError(f"image size {self.image_size} is too small (at least 16 px)")
+
+    @property
+    def uses_proxies(self) -> bool:
+        return self.arch != "resnext"
+
+
+class ChannelGate(nn.Module):
+    """CBAM channel attention: sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))), shape (N, C, 1, 1)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        return torch.sigmoid(avg + mx)
+
+
+class SpatialGate(nn.Module):
+    """CBAM spatial attention: sigmoid(conv7x7([mean_c(x), max_c(x)])), shape (N, 1, H, W)."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.bn(self.conv(pooled)))
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al., ECCV 2018): channel, then spatial."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction)
+        self.spatial = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)
+        return x * self.spatial(x)
+
+
+def _backbone(cfg: EncoderConfig) -> nn.Sequential:
+    net = torchvision.models.resnext50_32x4d(weights=None)
+    if cfg.stem == "small":
+        # At 64 px the standard stem leaves conv5 a 2x2 map; a 3x3 stride-1 first conv keeps
+        # four times the spatial detail for four times the compute.
+        conv1 = nn.Conv2d(cfg.in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    else:
+        conv1 = nn.Conv2d(cfg.in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(
+        conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+    )
+
+
+class Encoder(nn.Module):
+    """Chromosome image (N, 1, S, S) in [0, 1] -> unit embedding (N, 2048)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = _backbone(cfg)
+        self.cbam = CBAM(EMBEDDING_DIM, cfg.cbam_reduction) if cfg.arch == "proxy-resnext-cbam" else None
+        if cfg.uses_proxies:
+            self.norm = nn.LayerNorm(EMBEDDING_DIM)
+            self.proxies = nn.Parameter(torch.randn(cfg.num_classes, EMBEDDING_DIM) * 0.01)
+        else:
+            self.classifier = nn.Linear(EMBEDDING_DIM, cfg.num_classes)
+        # Inputs are standardised with fixed constants so checkpoints need no data statistics.
+        self.register_buffer("input_mean", torch.tensor(0.25), persistent=False)
+        self.register_buffer("input_std", torch.tensor(0.3), persistent=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv5 feature map (N, 2048, h, w), after CBAM where the network has it."""
+        x = self.features((x - self.input_mean) / self.input_std)
+        return self.cbam(x) if self.cbam is not None else x
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Global average pooling, plus global max pooling for the CBAM network."""
+        pooled = fmap.mean(dim=(2, 3))
+        if self.cbam is not None:
+            pooled = pooled + fmap.amax(dim=(2, 3))
+        return pooled
+
+    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised 2048-d embedding of a feature map (float32)."""
+        pooled = self.pool(fmap).float()
+        if self.cfg.uses_proxies:
+            pooled = self.norm(pooled)
+        return F.normalize(pooled, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def embed_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and class scores in one pass.
+
+        Scores are the cosines to the class proxies (nearest-proxy classification) for the
+        proxy networks and the classifier's logits for `resnext`; argmax is the prediction.
+        """
+        fmap = self.forward_features(x)
+        embedding = self.forward_head(fmap)
+        if self.cfg.uses_proxies:
+            return embedding, self.proxy_scores(embedding)
+        return embedding, self.classifier(self.pool(fmap).float())
+
+    def unit_proxies(self) -> torch.Tensor:
+        """The class proxies, unit-normalised (num_classes, 2048)."""
+        return F.normalize(self.proxies.float(), dim=1)
+
+    def proxy_scores(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Cosine of each embedding to each class proxy (N, num_classes)."""
+        return embedding @ self.unit_proxies().t()
+
+    @property
+    def score_temperature(self) -> float:
+        """Scale that turns scores into logits: 1/T for proxy cosines, 1 for classifier logits."""
+        return self.cfg.temperature if self.cfg.uses_proxies else 1.0
+
+
+def build_encoder(cfg: EncoderConfig) -> Encoder:
+    return Encoder(cfg)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short SHA-256 of the weights: identifies the model an index was built with."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class CheckpointError(UserError):
+    """A file that is not a usable karyosearch checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """A self-describing checkpoint: it alone rebuilds its encoder."""
+
+    config: EncoderConfig
+    state_dict: dict[str, torch.Tensor]
+    class_names: tuple[str, ...] = CLASS_NAMES
+    fingerprint: str = ""
+    train: dict[str, Any] = field(default_factory=dict)  # split, seed, preset, metrics, times
+    optimizer: dict[str, Any] | None = None  # optimiser/scheduler/epoch state for --resume
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.config),
+            "class_names": list(self.class_names),
+            "fingerprint": self.fingerprint,
+            "train": self.train,
+            "state_dict": self.state_dict,
+            "optimizer": self.optimizer,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def save_checkpoint(path: str | os.PathLike, model: Encoder, train: dict[str, Any] | None = None,
+                    optimizer: dict[str, Any] | None = None) -> Checkpoint:
+    """Write model, config and training record atomically (temporary file, then rename)."""
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    ckpt = Checkpoint(model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}),
+                      optimizer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(ckpt.to_dict(), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ckpt
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint file, or raise CheckpointError saying why it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path}: not a karyosearch checkpoint ({type(err).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a karyosearch checkpoint (format {CHECKPOINT_FORMAT})")
+    try:
+        config = EncoderConfig(**raw["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint config is invalid ({err})") from None
+    if config.preprocess_version != PREPROCESS_VERSION:
+        raise CheckpointError(
+            f"{path}: trained on preprocessing v{config.preprocess_version}, this karyosearch "
+            f"prepares images with v{PREPROCESS_VERSION}; retrain the model"
+        )
+    return Checkpoint(config, raw["state_dict"], tuple(raw["class_names"]), raw["fingerprint"],
+                      raw.get("train") or {}, raw.get("optimizer"))
+
+
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
+    """Rebuild the encoder from a checkpoint alone, in eval mode, on `device`.
+
+    The checkpoint's fingerprint and training record are on `encoder.fingerprint` and
+    `encoder.train_record`.
+    """
+    ckpt = read_checkpoint(path)
+    model = Encoder(ckpt.config)
+    try:
+        model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit {ckpt.config.arch} ({err})") from None
+    model.fingerprint = ckpt.fingerprint or weights_fingerprint(model)
+    model.train_record = ckpt.train
+    return model.to(device).eval()

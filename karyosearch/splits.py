@@ -1,0 +1,83 @@
+"""Deterministic train / validation / test splits.
+
+- `paper`: random over images, in the MIDL 2020 paper's proportions 4176 : 360 : 720.
+  Homologues of one cell can fall on both sides, which flatters every number.
+- `cell`: grouped by patient where known, else by cell, in about the same proportions;
+  no group is on two sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+SplitName = Literal["paper", "cell"]
+SPLITS: tuple[str, ...] = ("paper", "cell")
+PAPER_PROPORTIONS = (4176, 360, 720)  # train, val, test images in the paper (5,256 in all)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index arrays into a dataset's items, disjoint, covering every item once."""
+
+    name: str
+    seed: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def part(self, name: str) -> np.ndarray:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"no split part {name!r}: choose train, val or test")
+        return getattr(self, name)
+
+
+def _sizes(n: int) -> tuple[int, int]:
+    total = sum(PAPER_PROPORTIONS)
+    n_val = round(n * PAPER_PROPORTIONS[1] / total)
+    n_test = round(n * PAPER_PROPORTIONS[2] / total)
+    return n_val, n_test
+
+
+def paper_split(n: int, seed: int) -> Split:
+    """Random image-level split of n items in the paper's proportions."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = _sizes(n)
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return Split("paper", seed, np.sort(train), np.sort(val), np.sort(test))
+
+
+def group_split(groups: Sequence[str], seed: int) -> Split:
+    """Split whole groups (patients or cells), filling test then val to the paper's shares."""
+    groups = np.asarray(groups, dtype=object)
+    names, inverse = np.unique(groups.astype(str), return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(names))
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val, n_test = _sizes(len(groups))
+    side = np.zeros(len(names), dtype=np.int8)  # 0 train, 1 val, 2 test
+    filled_test = filled_val = 0
+    for g in order:
+        if filled_test < n_test:
+            side[g], filled_test = 2, filled_test + sizes[g]
+        elif filled_val < n_val:
+            side[g], filled_val = 1, filled_val + sizes[g]
+    item_side = side[inverse]
+    return Split(
+        "cell",
+        seed,
+        np.flatnonzero(item_side == 0),
+        np.flatnonzero(item_side == 1),
+        np.flatnonzero(item_side == 2),
+    )
+
+
+def make_split(name: str, groups: Sequence[str], seed: int) -> Split:
+    """The named split over items whose groups (patient, else cell) are given."""
+    if name == "paper":
+        return paper_split(len(groups), seed)
+    if name == "cell":
+        return group_split(groups, seed)
+    raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")

@@ -1,0 +1,47 @@
+"""Shared fixtures: paths to the real data beside the repository, and small made-up images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BIOIMLAB = DATA / "bioimlab"
+GBAND = DATA / "gband612"
+
+
+def need(path: Path) -> Path:
+    """Skip with a clear reason when the real data folder is not beside the repository."""
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture
+def bioimlab() -> Path:
+    return need(BIOIMLAB)
+
+
+@pytest.fixture
+def gband() -> Path:
+    return need(GBAND)
+
+
+def chromosome_array(h: int = 60, w: int = 24, bright: bool = True, seed: int = 0) -> np.ndarray:
+    """A made-up banded chromosome: a rounded bar with stripes, on a plain background."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w), np.uint8)
+    bands = rng.integers(80, 230, size=h)
+    yy, xx = np.mgrid[:h, :w]
+    body = ((xx - w / 2) / (w / 2 - 3)) ** 2 + ((yy - h / 2) / (h / 2 - 3)) ** 2 <= 1.0
+    img[body] = bands[yy[body]]
+    return img if bright else 255 - img
+
+
+def write_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
