@@ -58,12 +58,15 @@ def group_split(groups: Sequence[str], seed: int) -> Split:
     order = np.random.default_rng(seed).permutation(len(names))
     n_val, n_test = _sizes(len(groups))
     side = np.zeros(len(names), dtype=np.int8)  # 0 train, 1 val, 2 test
-    filled_test = filled_val = 0
+    # Fill test, then val, group by group; a part takes the next group only while that brings
+    # its size closer to the target (so parts land within half a group of their targets).
+    part, targets, filled = 2, {2: n_test, 1: n_val}, {2: 0, 1: 0}
     for g in order:
-        if filled_test < n_test:
-            side[g], filled_test = 2, filled_test + sizes[g]
-        elif filled_val < n_val:
-            side[g], filled_val = 1, filled_val + sizes[g]
+        while part and filled[part] + sizes[g] - targets[part] > targets[part] - filled[part]:
+            part -= 1  # this part is as full as it gets; move on to the next
+        if part:
+            side[g] = part
+            filled[part] += sizes[g]
     item_side = side[inverse]
     return Split(
         "cell",

@@ -45,3 +45,30 @@ def write_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
     return path
+
+
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    """The independent ground truth of a real dataset folder, one dict per manifest row."""
+    import csv
+
+    with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# The class folder names of a made-up `folders` layout: 1..22 spelled out, X spelled "23",
+# Y spelled "Y", so both the names and the 23/24 aliases are read.
+FOLDER_NAMES: tuple[str, ...] = tuple([str(i) for i in range(1, 23)] + ["23", "Y"])
+
+
+def make_folders_layout(root: Path, per_class: int = 2, junk: bool = True) -> Path:
+    """A small `<root>/<class>/<img>.png` dataset: `per_class` images in each of 24 classes.
+
+    With `junk`, a folder named `junk` holds one image that the reader must reject.
+    """
+    for k, name in enumerate(FOLDER_NAMES):
+        for i in range(per_class):
+            array = chromosome_array(20 + k, 10 + i, seed=k * 10 + i)
+            write_image(root / name / f"img{i}.png", array)
+    if junk:
+        write_image(root / "junk" / "img0.png", chromosome_array(seed=99))
+    return root

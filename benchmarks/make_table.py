@@ -1,0 +1,212 @@
+"""Summarise benchmark run JSONs into benchmarks/results/table.md, beside the paper's numbers.
+
+Runs are grouped by (dataset, split, network, preset, image size, epochs); each group shows
+mean ± sample standard deviation over its seeds, in %, of accuracy, macro precision / recall
+/ F1 and Recall@1/2/4/8, with the number of seeds, the training wall time per run and the
+compute it ran on. Each network's row from the paper (MIDL 2020, Tables 3 and 4: BioImLab,
+random image-level splits, mean over 100 splits, 224 px) sits above our rows for it.
+
+    python benchmarks/make_table.py [--runs DIR] [--out FILE]
+
+--runs defaults to benchmarks/results/runs, --out to benchmarks/results/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "results" / "runs"
+OUT = HERE / "results" / "table.md"
+
+ARCH_ORDER = ("resnext", "proxy-resnext", "proxy-resnext-cbam")
+ARCH_TITLE = {
+    "resnext": "ResNeXt (CE)",
+    "proxy-resnext": "Proxy-ResNeXt",
+    "proxy-resnext-cbam": "Proxy-ResNeXt-CBAM",
+}
+METRICS = ("accuracy", "precision", "recall", "f1", "R@1", "R@2", "R@4", "R@8")
+# The paper's Tables 3 and 4 (DESIGN.md), in %; None where the paper reports nothing.
+PAPER: dict[str, tuple[float | None, ...]] = {
+    "resnext": (90.22, 89.93, 88.91, 88.28, None, None, None, None),
+    "proxy-resnext": (95.30, 95.29, 95.03, 95.02, 94.61, 96.22, 97.11, 97.98),
+    "proxy-resnext-cbam": (95.86, 95.87, 95.90, 95.79, 94.78, 96.44, 97.36, 97.81),
+}
+
+
+def metric_values(r: dict[str, Any]) -> tuple[float, ...]:
+    """The eight metrics of one run JSON, as fractions."""
+    rak = r["recall_at_k"]
+    return (
+        r["accuracy"],
+        r["precision"],
+        r["recall"],
+        r["f1"],
+        rak["1"],
+        rak["2"],
+        rak["4"],
+        rak["8"],
+    )
+
+
+def dataset_name(r: dict[str, Any]) -> str:
+    run = r.get("run") or {}
+    if run.get("dataset_name"):
+        return str(run["dataset_name"])
+    root = (r.get("dataset") or {}).get("root") or "?"
+    return Path(str(root)).name
+
+
+def epochs_of(r: dict[str, Any]) -> int | None:
+    run, train = r.get("run") or {}, r.get("train") or {}
+    if run.get("epochs_override") is not None:
+        return int(run["epochs_override"])
+    recipe = train.get("recipe") or {}
+    return int(recipe["epochs"]) if recipe.get("epochs") is not None else None
+
+
+def group_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        dataset_name(r),
+        r["split"],
+        r["arch"],
+        r.get("preset") or "?",
+        r["image_size"],
+        epochs_of(r),
+    )
+
+
+def load_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every run JSON in `folder` (files that are not bench results are skipped with a note)."""
+    runs = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            r = json.loads(path.read_text(encoding="utf-8"))
+            metric_values(r)
+            group_key(r)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"skipping {path}: {type(err).__name__} {err}", file=sys.stderr)
+            continue
+        runs.append(r)
+    return runs
+
+
+def mean_std(values: Iterable[float]) -> str:
+    """'95.30 ± 0.42' in % (sample std over seeds); just the mean for a single seed."""
+    v = [100.0 * x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return ""
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}"
+
+
+def train_minutes(r: dict[str, Any]) -> float | None:
+    seconds = r.get("train_seconds")
+    if seconds is None:
+        seconds = (r.get("run") or {}).get("train_wall_seconds")
+    return None if seconds is None else float(seconds) / 60.0
+
+
+def compute(runs: list[dict[str, Any]]) -> str:
+    names = set()
+    for r in runs:
+        train = r.get("train") or {}
+        device = r.get("train_device") or train.get("device") or "?"
+        label = "GPU" if device == "cuda" else "CPU" if device == "cpu" else str(device)
+        if train.get("device_name"):
+            label += f" ({train['device_name']})"
+        names.add(label)
+    return "; ".join(sorted(names))
+
+
+HEADER = (
+    "| dataset | split | network | preset | px | epochs | seeds "
+    "| accuracy | precision | recall | F1 | R@1 | R@2 | R@4 | R@8 | train min/run | compute |"
+)
+
+
+def paper_row(arch: str) -> str:
+    cells = ["" if v is None else f"{v:.2f}" for v in PAPER[arch]]
+    return (
+        f"| *BioImLab (paper)* | *paper* | *{ARCH_TITLE[arch]}* | *paper* | *224* | "
+        "| *100 splits* | " + " | ".join(f"*{c}*" if c else "" for c in cells) + " | | |"
+    )
+
+
+def our_row(key: tuple[Any, ...], runs: list[dict[str, Any]]) -> str:
+    dataset, split, arch, preset, px, epochs = key
+    columns = list(zip(*(metric_values(r) for r in runs), strict=True))
+    seeds = sorted({r["seed"] for r in runs})
+    minutes = [m for m in (train_minutes(r) for r in runs) if m is not None]
+    wall = f"{statistics.mean(minutes):.1f}" if minutes else ""
+    cells = [
+        dataset,
+        split,
+        ARCH_TITLE.get(arch, arch),
+        str(preset),
+        str(px),
+        "" if epochs is None else str(epochs),
+        str(len(seeds)),
+    ]
+    cells += [mean_std(c) for c in columns]
+    cells += [wall, compute(runs)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render(runs: list[dict[str, Any]]) -> str:
+    """The markdown table: per network, the paper's row, then ours grouped and averaged."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[group_key(r)].append(r)
+    archs = [a for a in ARCH_ORDER if a in PAPER] + sorted({k[2] for k in groups} - set(ARCH_ORDER))
+    lines = [
+        "# Benchmark results",
+        "",
+        "Mean ± sample standard deviation over seeds, in %. Accuracy over test images; precision,",
+        "recall and F1 are macro averages over classes; Recall@K is the share of test queries with",
+        "a same-class image among their K nearest other test images (not the information-retrieval",
+        "recall). `paper` split: random over images in the paper's 4176/360/720 proportions;",
+        "`cell` split: grouped by cell/patient, so no cell is on both sides. Rows in *italics* are",
+        "the paper's (MIDL 2020, Tables 3 and 4; BioImLab, 100 random image-level splits, 224 px).",
+        "",
+        HEADER,
+        "|" + "---|" * HEADER.count(" | ") + "---|",
+    ]
+    for arch in archs:
+        if arch in PAPER:
+            lines.append(paper_row(arch))
+        for key in sorted((k for k in groups if k[2] == arch), key=lambda k: tuple(map(str, k))):
+            lines.append(our_row(key, groups[key]))
+    lines += ["", f"{len(runs)} run(s) in {len(groups)} group(s)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--runs", type=Path, default=RUNS, help="folder of run JSONs")
+    ap.add_argument("--out", type=Path, default=OUT, help="markdown file to write")
+    args = ap.parse_args(argv)
+    runs = load_runs(args.runs)
+    text = render(runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, args.out)
+    print(f"{len(runs)} run(s) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Train and bench networks over datasets, splits, seeds and presets; resumable.
+
+Each run is `karyosearch train ... --out runs/<name>/model.pt` then
+`karyosearch bench ... --json benchmarks/results/runs/<name>.json`. A run whose JSON exists
+is skipped, so the driver can be stopped and started again; a run whose training was cut
+short continues with `--resume`. Afterwards `benchmarks/make_table.py` summarises the JSONs.
+
+Example (the paper's comparison on BioImLab, both splits, 5 seeds):
+
+    python benchmarks/run_benchmarks.py --data bioimlab=../shared/data/bioimlab \\
+        --arch resnext --arch proxy-resnext --arch proxy-resnext-cbam \\
+        --split paper --split cell --seeds 0-4 --preset default
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "runs"
+RUNS = REPO / "runs"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (dataset, network, split, seed, preset) training and benchmark."""
+
+    dataset: str  # short dataset name used in run names and the table
+    data: Path  # dataset folder or manifest
+    arch: str
+    split: str
+    seed: int
+    preset: str
+    epochs: int | None = None  # overrides the preset
+    image_size: int | None = None  # overrides the preset
+
+    @property
+    def name(self) -> str:
+        parts = [self.dataset, self.arch, self.split, f"s{self.seed}", self.preset]
+        if self.epochs is not None:
+            parts.append(f"e{self.epochs}")
+        if self.image_size is not None:
+            parts.append(f"px{self.image_size}")
+        return "-".join(parts)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7' -> [0, 3, 7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            seeds.append(int(part))
+    return seeds
+
+
+def parse_data(spec: str) -> tuple[str, Path]:
+    """'NAME=PATH' or 'PATH' (named after its folder)."""
+    name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    p = Path(path).expanduser()
+    return (name or p.name), p
+
+
+def plan(args: argparse.Namespace) -> list[Run]:
+    datasets = [parse_data(d) for d in args.data]
+    return [
+        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size)
+        for (name, path), arch, split, preset, seed in itertools.product(
+            datasets, args.arch, args.split, args.preset, parse_seeds(args.seeds)
+        )
+    ]
+
+
+def karyosearch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "karyosearch.cli", *args]
+
+
+def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
+    """Run `cmd` with output appended to `log`; (exit status, wall seconds)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+    return rc, time.monotonic() - started
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def do_run(run: Run, args: argparse.Namespace) -> bool:
+    """Train (or finish training) and bench one run; True when its JSON was written."""
+    out_dir = args.runs_dir / run.name
+    model, done, log = out_dir / "model.pt", out_dir / "train.done", out_dir / "log.txt"
+    result = args.results_dir / f"{run.name}.json"
+    train_cmd = karyosearch(
+        "train",
+        "--data",
+        str(run.data),
+        "--arch",
+        run.arch,
+        "--out",
+        str(model),
+        "--split",
+        run.split,
+        "--seed",
+        str(run.seed),
+        "--preset",
+        run.preset,
+        "--device",
+        args.device,
+    )
+    if run.epochs is not None:
+        train_cmd += ["--epochs", str(run.epochs)]
+    if run.image_size is not None:
+        train_cmd += ["--image-size", str(run.image_size)]
+    if args.max_minutes is not None:
+        train_cmd += ["--max-minutes", str(args.max_minutes)]
+    train_wall = 0.0
+    if not done.exists():
+        if model.with_name(model.name + ".last").exists():
+            train_cmd.append("--resume")
+        print(f"[train] {run.name}", flush=True)
+        rc, train_wall = run_logged(train_cmd, log)
+        if rc != 0:
+            print(f"[fail]  {run.name}: train exited {rc}; last lines of {log}:\n{tail(log)}")
+            return False
+        done.write_text(json.dumps({"wall_seconds": train_wall}) + "\n", encoding="utf-8")
+    else:
+        try:
+            train_wall = float(json.loads(done.read_text(encoding="utf-8"))["wall_seconds"])
+        except (OSError, ValueError, KeyError):
+            train_wall = float("nan")
+
+    tmp = result.with_name(f".{result.name}.tmp-{os.getpid()}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    bench_cmd = karyosearch(
+        "bench",
+        "--data",
+        str(run.data),
+        "--model",
+        str(model),
+        "--json",
+        str(tmp),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+    )
+    if args.figures:
+        bench_cmd += ["--figures", str(out_dir / "figures")]
+    print(f"[bench] {run.name}", flush=True)
+    rc, bench_wall = run_logged(bench_cmd, log)
+    if rc != 0 or not tmp.exists():
+        print(f"[fail]  {run.name}: bench exited {rc}; last lines of {log}:\n{tail(log)}")
+        tmp.unlink(missing_ok=True)
+        return False
+    record = json.loads(tmp.read_text(encoding="utf-8"))
+    record["run"] = {
+        "name": run.name,
+        "dataset_name": run.dataset,
+        "epochs_override": run.epochs,
+        "image_size_override": run.image_size,
+        "train_command": shlex.join(train_cmd),
+        "train_wall_seconds": train_wall if train_wall == train_wall else None,
+        "bench_wall_seconds": bench_wall,
+        "host": platform.node(),
+    }
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, result)
+    print(
+        f"[done]  {run.name}: accuracy {100 * record['accuracy']:.2f}%, "
+        f"R@1 {100 * record['recall_at_k']['1']:.2f}%",
+        flush=True,
+    )
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", action="append", required=True, help="NAME=PATH or PATH; repeatable")
+    ap.add_argument("--arch", action="append", help="repeatable (default: all three networks)")
+    ap.add_argument("--split", action="append", help="paper and/or cell (default: both)")
+    ap.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,7 (default 0-2)")
+    ap.add_argument("--preset", action="append", help="default and/or paper (default: default)")
+    ap.add_argument("--epochs", type=int, help="override the preset's epochs")
+    ap.add_argument("--image-size", type=int, help="override the preset's image size")
+    ap.add_argument("--max-minutes", type=float, help="per-run training wall-time cap")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=64, help="bench batch size")
+    ap.add_argument("--figures", action="store_true", help="also write figures per run")
+    ap.add_argument("--runs-dir", type=Path, default=RUNS, help="checkpoints and logs")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS, help="one JSON per run")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and what would happen")
+    ap.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed run")
+    args = ap.parse_args(argv)
+    args.arch = args.arch or ["resnext", "proxy-resnext", "proxy-resnext-cbam"]
+    args.split = args.split or ["paper", "cell"]
+    args.preset = args.preset or ["default"]
+
+    runs = plan(args)
+    failed: list[str] = []
+    for i, run in enumerate(runs, 1):
+        result = args.results_dir / f"{run.name}.json"
+        if result.exists():
+            print(f"[skip]  {run.name} ({i}/{len(runs)}): {result} exists")
+            continue
+        if args.dry_run:
+            print(f"[todo]  {run.name} ({i}/{len(runs)})")
+            continue
+        if not do_run(run, args):
+            failed.append(run.name)
+            if args.stop_on_failure:
+                break
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The benchmark library: JSON keys and ranges, figures, and refusing a leaking split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karyosearch.datasets import read_dataset
+from karyosearch.errors import UserError
+from karyosearch.evaluate import evaluate, figures, resolve_split
+from karyosearch.labels import CLASS_NAMES
+from karyosearch.model import EncoderConfig, build_encoder, load_encoder, save_checkpoint
+from karyosearch.splits import make_split
+
+from .conftest import chromosome_array, write_image
+
+CLASSES = ("1", "2", "7", "13", "X", "Y")
+PER_CLASS = 8
+DESIGN_KEYS = {"split", "seed", "n_test", "accuracy", "precision", "recall", "f1", "recall_at_k"}
+
+
+def make_folder_dataset(root: Path) -> Path:
+    """Six classes x eight made-up chromosomes in the `folders` layout."""
+    for c, name in enumerate(CLASSES):
+        for i in range(PER_CLASS):
+            img = chromosome_array(40 + 4 * c, 16 + c, seed=100 * c + i)
+            write_image(root / name / f"{name}_{i}.png", img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset root, checkpoint) of an untrained 32 px encoder 'trained' on split paper/0."""
+    base = tmp_path_factory.mktemp("bench")
+    data = make_folder_dataset(base / "data")
+    model = build_encoder(EncoderConfig(arch="proxy-resnext-cbam", image_size=32, stem="standard"))
+    record = {
+        "split": "paper",
+        "seed": 0,
+        "dataset": str(data.resolve()),
+        "layout": "folders",
+        "preset": "default",
+        "train_seconds": 1.5,
+        "device": "cpu",
+    }
+    ckpt = base / "m.pt"
+    save_checkpoint(ckpt, model, train=record)
+    return data, ckpt
+
+
+def check_result(result: dict, n_expected: int) -> None:
+    assert DESIGN_KEYS <= set(result)
+    assert set(result["recall_at_k"]) == {"1", "2", "4", "8"}
+    assert result["n_test"] == n_expected
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert 0.0 <= result[key] <= 1.0
+    values = [result["recall_at_k"][k] for k in ("1", "2", "4", "8")]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert values == sorted(values)  # Recall@K never falls as K grows
+    assert list(result["per_class_accuracy"]) == list(CLASS_NAMES)
+    cm = np.asarray(result["confusion"])
+    assert cm.shape == (24, 24) and cm.sum() == n_expected
+    json.dumps(result, allow_nan=False)  # strict JSON: NaN was written as null
+
+
+def test_evaluate_keys_and_ranges(tiny: tuple[Path, Path]) -> None:
+    data, ckpt = tiny
+    dataset = read_dataset(data)
+    encoder = load_encoder(ckpt)
+    ev = evaluate(encoder, dataset, batch_size=16)
+    expected = make_split("paper", dataset.groups(), 0).test
+    check_result(ev.result, len(expected))
+    r = ev.result
+    assert (r["split"], r["seed"], r["arch"], r["image_size"]) == (
+        "paper",
+        0,
+        "proxy-resnext-cbam",
+        32,
+    )
+    assert r["fingerprint"] == encoder.fingerprint
+    assert r["preset"] == "default" and r["train_seconds"] == 1.5
+    assert r["dataset"]["layout"] == "folders" and r["dataset"]["images"] == len(dataset)
+    assert r["warnings"] == [] and r["errors"] == []
+    # classes with no test image have no per-class accuracy (null in JSON)
+    present = {CLASS_NAMES[dataset.items[i].label] for i in expected}
+    assert all((v is None) == (k not in present) for k, v in r["per_class_accuracy"].items())
+    assert sorted(ev.paths) == sorted(dataset.items[i].path for i in expected)
+    assert ev.embeddings.shape == (len(expected), 2048)
+    assert np.allclose(np.linalg.norm(ev.embeddings, axis=1), 1.0, atol=1e-4)
+    assert r["accuracy"] == pytest.approx(float(np.mean(ev.pred == ev.labels)))
+
+
+def test_figures_are_written(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    data, ckpt = tiny
+    ev = evaluate(load_encoder(ckpt), read_dataset(data), batch_size=16)
+    written = figures(ev.result, ev.embeddings, ev.labels, tmp_path / "fig")
+    assert {p.name for p in written} == {"tsne.png", "confusion.png", "recall_at_k.png"}
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refuses_a_split_that_overlaps_training(tiny: tuple[Path, Path]) -> None:
+    data, ckpt = tiny
+    dataset, encoder = read_dataset(data), load_encoder(ckpt)
+    with pytest.raises(UserError, match="seed"):
+        evaluate(encoder, dataset, seed=1)
+    with pytest.raises(UserError, match="split"):
+        evaluate(encoder, dataset, split="cell")
+    # asking for what the model trained on is fine
+    assert resolve_split(encoder.train_record, dataset, "paper", 0) == ("paper", 0, [])
+
+
+def test_another_dataset_may_use_any_split(tiny: tuple[Path, Path]) -> None:
+    data, _ = tiny
+    dataset = read_dataset(data)
+    record = {"split": "paper", "seed": 0, "dataset": "/elsewhere/gband612", "layout": "gband"}
+    name, seed, warnings = resolve_split(record, dataset, "cell", 3)
+    assert (name, seed) == ("cell", 3) and "another dataset" in warnings[0]
+    # a copy of the same dataset under another parent folder is the same dataset
+    copy = {**record, "dataset": f"/mnt/copy/{dataset.root.name}", "layout": "folders"}
+    with pytest.raises(UserError):
+        resolve_split(copy, dataset, "cell", 3)
+
+
+def test_unrecorded_checkpoint_warns_and_resnext_uses_logits(tiny: tuple[Path, Path]) -> None:
+    data, _ = tiny
+    dataset = read_dataset(data)
+    encoder = build_encoder(EncoderConfig(arch="resnext", image_size=32, stem="standard")).eval()
+    ev = evaluate(encoder, dataset, batch_size=16)
+    check_result(ev.result, len(make_split("paper", dataset.groups(), 0).test))
+    assert ev.result["classifier"] == "argmax logits"
+    assert "does not record" in ev.result["warnings"][0]

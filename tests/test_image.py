@@ -1,0 +1,300 @@
+"""The image pipeline: every format, depth, colour mode and polarity gives the same crop;
+canvases do not leak; prepare keeps the aspect; bad files raise ImageError with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from karyosearch.image import (
+    MAX_SIDE,
+    ImageError,
+    crop_chromosome,
+    detect_polarity,
+    load,
+    load_prepared,
+    prepare,
+    read_grey,
+)
+
+from .conftest import chromosome_array, write_image
+
+LOSSLESS = ("bmp", "png", "tif", "tiff")
+
+
+@pytest.fixture(scope="module")
+def grey() -> np.ndarray:
+    """A made-up bright-on-dark chromosome, 60 x 24 px."""
+    return chromosome_array(60, 24, seed=3)
+
+
+@pytest.fixture
+def reference(grey: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """`load` of the 8-bit grey PNG: what every other encoding must give."""
+    out = load(write_image(tmp_path / "ref.png", grey))
+    assert out.dtype == np.uint8 and out.ndim == 2
+    return out
+
+
+# --- formats, depths and colour modes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", LOSSLESS)
+def test_lossless_formats_give_the_grey_crop(
+    ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path: Path
+) -> None:
+    out = load(write_image(tmp_path / f"c.{ext}", grey))
+    np.testing.assert_array_equal(out, reference)
+
+
+def test_crop_is_the_chromosome_with_background_zero(grey: np.ndarray, reference: np.ndarray):
+    rows = np.flatnonzero(grey.any(axis=1))
+    cols = np.flatnonzero(grey.any(axis=0))
+    expected = grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    np.testing.assert_array_equal(reference, expected)
+
+
+def test_jpeg_is_approximately_the_grey_crop(
+    grey: np.ndarray, reference: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.jpg"
+    Image.fromarray(grey).save(path, quality=95)
+    out = load(path)
+    assert abs(out.shape[0] - reference.shape[0]) <= 2
+    assert abs(out.shape[1] - reference.shape[1]) <= 2
+    diff = np.abs(prepare(out, 64) - prepare(reference, 64))
+    assert diff.mean() < 0.02
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_equals_8_bit(ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path: Path):
+    deep = grey.astype(np.uint16) * 257
+    im = Image.fromarray(deep)
+    assert im.mode == "I;16"
+    path = tmp_path / f"deep.{ext}"
+    im.save(path)
+    with Image.open(path) as back:  # the file really is 16-bit, not re-quantised on save
+        assert back.mode.startswith("I")
+    np.testing.assert_array_equal(read_grey(path), grey)
+    np.testing.assert_array_equal(load(path), reference)
+
+
+def test_16_bit_dark_on_light_equals_8_bit(
+    grey: np.ndarray, reference: np.ndarray, tmp_path: Path
+) -> None:
+    deep = (255 - grey).astype(np.uint16) * 257
+    path = tmp_path / "deep_dark.png"
+    Image.fromarray(deep).save(path)
+    np.testing.assert_array_equal(load(path), reference)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "bmp"])
+def test_rgb_with_equal_channels(ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path):
+    rgb = np.stack([grey] * 3, axis=-1)
+    path = write_image(tmp_path / f"rgb.{ext}", rgb, mode="RGB")
+    np.testing.assert_array_equal(load(path), reference)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_rgba_with_equal_channels(ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path):
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    path = write_image(tmp_path / f"rgba.{ext}", rgba, mode="RGBA")
+    with Image.open(path) as im:
+        assert im.mode == "RGBA"
+    np.testing.assert_array_equal(load(path), reference)
+
+
+def test_rgba_dark_on_light_like_gband(grey: np.ndarray, reference: np.ndarray, tmp_path: Path):
+    dark = 255 - grey
+    rgba = np.dstack([dark, dark, dark, np.full_like(dark, 255)])
+    path = write_image(tmp_path / "rgba.tiff", rgba, mode="RGBA")
+    np.testing.assert_array_equal(load(path), reference)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "bmp"])
+def test_palette(ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path: Path) -> None:
+    path = tmp_path / f"pal.{ext}"
+    Image.fromarray(grey).convert("P").save(path)
+    np.testing.assert_array_equal(load(path), reference)
+
+
+def test_palette_with_transparency(grey: np.ndarray, reference: np.ndarray, tmp_path: Path):
+    path = tmp_path / "pal_t.png"
+    im = Image.fromarray(grey).convert("P")
+    im.save(path, transparency=255)  # an index that no pixel uses
+    with Image.open(path) as back:
+        assert back.mode == "P" and "transparency" in back.info
+    np.testing.assert_array_equal(load(path), reference)
+
+
+# --- polarity ---------------------------------------------------------------------------------
+
+
+def test_detect_polarity(grey: np.ndarray) -> None:
+    assert detect_polarity(grey) == "bright"
+    assert detect_polarity(255 - grey) == "dark"
+
+
+@pytest.mark.parametrize("ext", ["png", "tiff"])
+def test_dark_on_light_is_auto_detected(
+    ext: str, grey: np.ndarray, reference: np.ndarray, tmp_path: Path
+) -> None:
+    path = write_image(tmp_path / f"dark.{ext}", 255 - grey)
+    np.testing.assert_array_equal(load(path), reference)
+
+
+def test_polarity_override(grey: np.ndarray, reference: np.ndarray, tmp_path: Path) -> None:
+    bright = write_image(tmp_path / "bright.png", grey)
+    dark = write_image(tmp_path / "dark.png", 255 - grey)
+    np.testing.assert_array_equal(load(bright, polarity="bright"), reference)
+    np.testing.assert_array_equal(load(dark, polarity="dark"), reference)
+    # The override is obeyed, not second-guessed: the wrong polarity finds no chromosome.
+    with pytest.raises(ImageError, match="all background"):
+        load(dark, polarity="bright")
+    with pytest.raises(ImageError, match="all background"):
+        load(bright, polarity="dark")
+    with pytest.raises(ValueError, match="polarity"):
+        crop_chromosome(grey, polarity="sideways")  # type: ignore[arg-type]
+
+
+# --- canvas -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", [(70, 38), (0, 0), (140, 76)])
+def test_black_canvas_gives_the_tight_crop(
+    where: tuple[int, int], grey: np.ndarray, reference: np.ndarray, tmp_path: Path
+) -> None:
+    """As BioImLab karyotypes 38-80: a crop on a 100 x 200 black canvas must not differ."""
+    top, left = where
+    canvas = np.zeros((200, 100), np.uint8)
+    canvas[top : top + grey.shape[0], left : left + grey.shape[1]] = grey
+    out = load(write_image(tmp_path / "canvas.bmp", canvas))
+    np.testing.assert_array_equal(out, reference)
+    np.testing.assert_array_equal(prepare(out, 32), prepare(reference, 32))
+
+
+def test_white_canvas_gives_the_tight_crop(grey: np.ndarray, reference: np.ndarray, tmp_path):
+    canvas = np.full((200, 100), 255, np.uint8)
+    canvas[70:130, 38:62] = 255 - grey
+    out = load(write_image(tmp_path / "canvas.tiff", canvas))
+    np.testing.assert_array_equal(out, reference)
+
+
+def test_load_is_idempotent(reference: np.ndarray, tmp_path: Path) -> None:
+    """A crop saved and loaded again stays the same (the chromosome now touches the edges)."""
+    np.testing.assert_array_equal(load(write_image(tmp_path / "again.png", reference)), reference)
+
+
+# --- prepare ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 224])
+def test_prepare_shape_dtype_range(size: int, reference: np.ndarray) -> None:
+    out = prepare(reference, size)
+    assert out.shape == (size, size)
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.max() == pytest.approx(1.0)  # contrast normalised
+    assert out[0, 0] == 0.0  # padding is background
+
+
+@pytest.mark.parametrize("size", [30, 60, 120])
+def test_prepare_keeps_aspect(size: int) -> None:
+    """A 60 x 20 crop fills only the middle third of the columns (one pixel of resampling)."""
+    crop = np.full((60, 20), 200, np.uint8)
+    out = prepare(crop, size)
+    cols = np.flatnonzero(out.any(axis=0))
+    rows = np.flatnonzero(out.any(axis=1))
+    third = size // 3
+    slack = 0 if size == 60 else 1
+    assert cols[0] >= third - slack and cols[-1] <= 2 * third - 1 + slack
+    assert rows[0] == 0 and rows[-1] == size - 1
+    assert out[:, size // 2].min() == pytest.approx(1.0)
+
+
+def test_prepare_transposed_keeps_aspect() -> None:
+    out = prepare(np.full((20, 60), 200, np.uint8), 60)
+    assert list(np.flatnonzero(out.any(axis=1))) == list(range(20, 40))
+
+
+def test_prepare_rejects_empty_and_non_2d() -> None:
+    with pytest.raises(ValueError):
+        prepare(np.zeros((0, 5), np.uint8), 32)
+    with pytest.raises(ValueError):
+        prepare(np.zeros((4, 4, 3), np.uint8), 32)
+
+
+def test_load_prepared_is_prepare_of_load(grey: np.ndarray, tmp_path: Path) -> None:
+    path = write_image(tmp_path / "x.png", 255 - grey)
+    np.testing.assert_array_equal(load_prepared(path, 48), prepare(load(path), 48))
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+
+def assert_image_error(path: Path, reason: str, polarity: str = "auto") -> ImageError:
+    with pytest.raises(ImageError) as info:
+        load(path, polarity)  # type: ignore[arg-type]
+    err = info.value
+    assert str(path) in str(err), str(err)
+    assert reason in err.reason.lower(), err.reason
+    assert err.path == str(path)
+    return err
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_image_error(tmp_path / "nothing.png", "no such file")
+
+
+def test_folder_is_not_a_file(tmp_path: Path) -> None:
+    assert_image_error(tmp_path, "not a file")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    assert_image_error(path, "empty")
+
+
+def test_text_named_png(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture of a chromosome\n")
+    assert_image_error(path, "not an image")
+
+
+@pytest.mark.parametrize("ext", ["png", "bmp", "tif"])
+def test_truncated_file(ext: str, tmp_path: Path) -> None:
+    whole = write_image(tmp_path / f"whole.{ext}", chromosome_array(120, 48, seed=5))
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    assert_image_error(cut, "truncated")
+
+
+def test_all_background_black(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "black.png", np.zeros((40, 20), np.uint8))
+    assert_image_error(path, "all background")
+    assert_image_error(path, "all background", polarity="bright")
+
+
+def test_all_background_white(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "white.png", np.full((40, 20), 255, np.uint8))
+    assert_image_error(path, "all background")
+    assert_image_error(path, "all background", polarity="dark")
+
+
+@pytest.mark.parametrize("shape", [(1, MAX_SIDE + 1), (10, 5000), (5000, 10)])
+def test_too_large(shape: tuple[int, int], tmp_path: Path) -> None:
+    path = write_image(tmp_path / "huge.png", np.zeros(shape, np.uint8))
+    err = assert_image_error(path, "larger than")
+    assert str(MAX_SIDE) in err.reason
+
+
+def test_largest_allowed_side_loads(tmp_path: Path) -> None:
+    canvas = np.zeros((40, MAX_SIDE), np.uint8)
+    canvas[5:35, 100:112] = 200
+    out = load(write_image(tmp_path / "wide.png", canvas))
+    assert out.shape == (30, 12)

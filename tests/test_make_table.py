@@ -1,0 +1,76 @@
+"""benchmarks/make_table.py on fake run JSONs: grouping, mean ± std, the paper's rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "make_table.py"
+
+
+@pytest.fixture(scope="module")
+def make_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(seed: int, accuracy: float, r1: float) -> dict:
+    return {
+        "split": "paper",
+        "seed": seed,
+        "n_test": 720,
+        "arch": "proxy-resnext-cbam",
+        "image_size": 64,
+        "preset": "default",
+        "train_seconds": 600.0 + 60 * seed,
+        "train_device": "cuda",
+        "accuracy": accuracy,
+        "precision": 0.9,
+        "recall": 0.8,
+        "f1": 0.85,
+        "recall_at_k": {"1": r1, "2": 0.95, "4": 0.97, "8": 0.99},
+        "train": {"device": "cuda", "device_name": "NVIDIA H200", "recipe": {"epochs": 16}},
+        "dataset": {"root": "/data/bioimlab", "layout": "bioimlab", "images": 5474},
+        "run": {
+            "name": f"bioimlab-proxy-resnext-cbam-paper-s{seed}-default",
+            "dataset_name": "bioimlab",
+        },
+    }
+
+
+def test_table_averages_seeds_beside_the_paper(make_table: ModuleType, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a.json").write_text(json.dumps(fake_run(0, 0.90, 0.91)))
+    (runs / "b.json").write_text(json.dumps(fake_run(1, 0.92, 0.93)))
+    (runs / "notes.json").write_text('{"not": "a run"}')  # skipped, not fatal
+    out = tmp_path / "table.md"
+    assert make_table.main(["--runs", str(runs), "--out", str(out)]) == 0
+    text = out.read_text()
+    ours = [line for line in text.splitlines() if line.startswith("| bioimlab |")]
+    assert len(ours) == 1  # two seeds, one group
+    cells = [c.strip() for c in ours[0].strip("|").split("|")]
+    assert cells[:7] == ["bioimlab", "paper", "Proxy-ResNeXt-CBAM", "default", "64", "16", "2"]
+    assert cells[7] == "91.00 ± 1.41"  # accuracy: mean and sample std over the two seeds, in %
+    assert cells[8] == "90.00 ± 0.00"
+    assert cells[11] == "92.00 ± 1.41"  # R@1
+    assert cells[15] == "10.5"  # train minutes per run: (10 + 11) / 2
+    assert cells[16] == "GPU (NVIDIA H200)"
+    # every network's paper row is there, the CBAM one right above ours
+    lines = text.splitlines()
+    assert "95.86" in lines[lines.index(ours[0]) - 1]
+    assert "90.22" in text and "95.30" in text
+    header = next(line for line in lines if line.startswith("| dataset"))
+    assert all(line.count("|") == header.count("|") for line in lines if line.startswith("| "))
+
+
+def test_single_seed_shows_the_mean_only(make_table: ModuleType) -> None:
+    assert make_table.mean_std([0.5]) == "50.00"
+    assert make_table.mean_std([]) == ""
