@@ -72,7 +72,7 @@ PRESETS: dict[str, Recipe] = {
     "default": Recipe(image_size=64, stem="standard", epochs=16, optimizer="adamw", lr=2e-3,
                       weight_decay=0.05, schedule="onecycle", proxy_lr_mult=10.0,
                       label_smoothing=0.1, rotate=180.0, scale=(0.8, 1.05), translate=0.06,
-                      flips=True, intensity=0.2, ema=0.998, patience=0),
+                      flips=True, intensity=0.2, ema=0.995, patience=0),
 }
 
 
