@@ -27,7 +27,7 @@ from .datasets import Dataset
 from .errors import UserError
 from .labels import CLASS_NAMES
 from .metrics import classification_report, nearest_proxy_predict, recall_at_k
-from .splits import SPLITS, make_split
+from .splits import SPLITS, split_dataset
 
 BENCH_FORMAT = "karyosearch-bench/1"
 CURVE_KS: tuple[int, ...] = tuple(range(1, 33))  # Recall@K curve for the figure and the JSON
@@ -171,13 +171,13 @@ def evaluate(
 
     record: dict[str, Any] = dict(getattr(encoder, "train_record", {}) or {})
     name, number, warnings = resolve_split(record, dataset, split, seed)
-    chosen = make_split(name, dataset.groups(), number).part(part)
+    chosen = split_dataset(dataset, name, number).part(part)
     if (
         name == record.get("split")
         and number == record.get("seed")
         and _same_dataset(record, dataset)
     ):
-        rebuilt = make_split(name, dataset.groups(), number)
+        rebuilt = split_dataset(dataset, name, number)
         for key, ix in (("n_train", rebuilt.train), ("n_val", rebuilt.val)):
             if key in record and int(record[key]) != len(ix):
                 warnings.append(

@@ -228,9 +228,15 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, model: Encoder, train: dict[str, Any] | None = None,
-                    optimizer: dict[str, Any] | None = None) -> Checkpoint:
-    """Write model, config and training record atomically (temporary file, then rename)."""
+                    optimizer: dict[str, Any] | None = None, half: bool = False) -> Checkpoint:
+    """Write model, config and training record atomically (temporary file, then rename).
+
+    `half` stores floating-point weights as float16 (half the size); use `export_checkpoint`,
+    which rounds the weights first so that the fingerprint matches what loading gives.
+    """
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     ckpt = Checkpoint(model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}),
                       optimizer)
     path = Path(path)
@@ -264,8 +270,24 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"{path}: trained on preprocessing v{config.preprocess_version}, this karyosearch "
             f"prepares images with v{PREPROCESS_VERSION}; retrain the model"
         )
-    return Checkpoint(config, raw["state_dict"], tuple(raw["class_names"]), raw["fingerprint"],
+    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in raw["state_dict"].items()}
+    return Checkpoint(config, state, tuple(raw["class_names"]), raw["fingerprint"],
                       raw.get("train") or {}, raw.get("optimizer"))
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Checkpoint:
+    """A copy of a checkpoint for distribution: no optimiser state, optionally float16.
+
+    The weights are rounded to float16 before the fingerprint is taken, so the exported model
+    is a model of its own: an index built with the float32 original refuses it.
+    """
+    ckpt = read_checkpoint(src)
+    model = Encoder(ckpt.config)
+    state = ckpt.state_dict
+    if half:
+        state = {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state)
+    return save_checkpoint(dst, model, ckpt.train, half=half)
 
 
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:

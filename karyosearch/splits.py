@@ -4,18 +4,23 @@
   Homologues of one cell can fall on both sides, which flatters every number.
 - `cell`: grouped by patient where known, else by cell, in about the same proportions;
   no group is on two sides.
+- `karyo`: grouped by patient, every patient with an abnormal cell on the test side (for the
+  whole-cell karyotyping evaluation; see `karyotype.abnormal_patient_split`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-SplitName = Literal["paper", "cell"]
-SPLITS: tuple[str, ...] = ("paper", "cell")
+if TYPE_CHECKING:
+    from .datasets import Dataset
+
+SplitName = Literal["paper", "cell", "karyo"]
+SPLITS: tuple[str, ...] = ("paper", "cell", "karyo")
 PAPER_PROPORTIONS = (4176, 360, 720)  # train, val, test images in the paper (5,256 in all)
 
 
@@ -84,3 +89,12 @@ def make_split(name: str, groups: Sequence[str], seed: int) -> Split:
     if name == "cell":
         return group_split(groups, seed)
     raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+
+
+def split_dataset(dataset: Dataset, name: str, seed: int) -> Split:
+    """The named split of a dataset: the one entry point for training and evaluation."""
+    if name == "karyo":
+        from .karyotype import abnormal_patient_split
+
+        return abnormal_patient_split(dataset, seed)
+    return make_split(name, dataset.groups(), seed)

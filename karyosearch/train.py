@@ -32,7 +32,7 @@ from .inference import autocast, to_model_input
 from .losses import NormalizedSoftmaxLoss
 from .model import Encoder, EncoderConfig, read_checkpoint, save_checkpoint
 from .sampler import ClassBalancedBatchSampler
-from .splits import make_split
+from .splits import split_dataset
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ PRESETS: dict[str, Recipe] = {
                     weight_decay=1e-4, schedule="plateau", pad_crop=16, flips=True, patience=20),
     # Fast from scratch on a 2-core CPU: 64 px, AdamW with one-cycle, rotation/zoom/shift/flip
     # and intensity jitter, label smoothing and a weight EMA (choices measured: README).
-    "default": Recipe(image_size=64, stem="standard", epochs=16, optimizer="adamw", lr=2e-3,
+    "default": Recipe(image_size=64, stem="standard", epochs=15, optimizer="adamw", lr=2e-3,
                       weight_decay=0.05, schedule="onecycle", proxy_lr_mult=10.0,
                       label_smoothing=0.1, rotate=180.0, scale=(0.8, 1.05), translate=0.06,
                       flips=True, intensity=0.2, ema=0.995, patience=0),
@@ -179,8 +179,8 @@ def _scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int)
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in opt.param_groups],
-            total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15,
-            div_factor=20.0, final_div_factor=200.0)
+            total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1,
+            div_factor=10.0, final_div_factor=200.0)
     if recipe.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=0.1, patience=recipe.plateau_patience)
@@ -251,7 +251,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
     device = pick_device(opts.device)
     torch.manual_seed(opts.seed)
     dataset: Dataset = read_dataset(opts.data, opts.layout)  # type: ignore[arg-type]
-    split = make_split(opts.split, dataset.groups(), opts.seed)
+    split = split_dataset(dataset, opts.split, opts.seed)
     train_ix, val_ix = split.train, split.val
     if opts.limit is not None:
         train_ix, val_ix = train_ix[: opts.limit], val_ix[: max(opts.limit // 4, 1)]

@@ -81,3 +81,22 @@ def test_bad_checkpoint_files_raise_checkpoint_error(tmp_path):
 def test_unknown_architecture_is_refused():
     with pytest.raises(ValueError, match="unknown architecture"):
         EncoderConfig(arch="vit")
+
+
+def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
+    torch.manual_seed(2)
+    model = build_encoder(tiny()).eval()
+    full = save_checkpoint(tmp_path / "m.pt", model, train={"seed": 0})
+    from karyosearch.model import export_checkpoint
+
+    half = export_checkpoint(tmp_path / "m.pt", tmp_path / "h.pt")
+    assert (tmp_path / "h.pt").stat().st_size < 0.6 * (tmp_path / "m.pt").stat().st_size
+    assert half.fingerprint != full.fingerprint
+    loaded = load_encoder(tmp_path / "h.pt")
+    assert loaded.fingerprint == half.fingerprint and loaded.train_record == {"seed": 0}
+    from karyosearch.model import weights_fingerprint
+
+    assert weights_fingerprint(loaded) == half.fingerprint  # what loading gives is what was named
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=2e-2)

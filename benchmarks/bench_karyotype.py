@@ -1,0 +1,464 @@
+"""Whole-cell karyotyping on held-out cells: does the joint assignment help, and are
+abnormal karyotypes found?
+
+Protocol (nothing is fitted on test cells):
+
+- Split. G-band (and any set with abnormal cells): the `karyo` split
+  (`karyotype.abnormal_patient_split`): every patient with an abnormal cell is on the test side,
+  plus a seeded random share of the other patients; grouped by patient, so the encoder (trained
+  on the same split and seed) never saw a test patient. BioImLab (all normal): the `cell`
+  split's test side. A cell's true karyotype is read from its crop labels
+  (`karyotype.true_karyotype`): the sex chromosomes as counted, an autosome with 3 crops a
+  trisomy, an autosome with fewer than 2 crops a crop not cut out; cells with no sex
+  chromosome or more than 2 missing crops (the 36-image G-band cell) are left out of the
+  karyotype metrics.
+- Temperature: fitted on the validation crops (NLL).
+- Penalties: fitted on training cells with simulated abnormalities (`simulate_cells`,
+  `fit_penalty`), false-positive rate on the simulated normal cells at most --max-fpr.
+- Test: per-chromosome (crop) accuracy of the independent argmax and of the joint assignment,
+  the share of crop errors the assignment removes, the exact-karyotype rate (also of a
+  karyotype read from the argmax counts, for comparison), sensitivity / specificity of the
+  abnormality call, the confusion of karyotype calls, and how many wrong crops the review
+  list catches.
+
+    .venv/bin/python benchmarks/bench_karyotype.py --model runs/m.pt --data ../shared/data/gband612
+    .venv/bin/python benchmarks/bench_karyotype.py --model runs/b.pt --data ../shared/data/bioimlab
+
+The fitted parameters go to --params-out (default: <model>.karyotype.json, which
+`karyosearch karyotype` then picks up); the results to
+benchmarks/results/karyotype_<dataset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from karyosearch.datasets import Dataset, read_dataset
+from karyosearch.karyotype import (
+    NORMAL_KARYOTYPES,
+    KaryotypeParams,
+    LabelledCell,
+    fit_penalty,
+    fit_temperature,
+    is_normal,
+    karyotype_scores,
+    params_path,
+    save_params,
+    simulate_cells,
+    true_karyotype,
+)
+from karyosearch.labels import CLASS_NAMES
+from karyosearch.splits import Split, split_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="encoder checkpoint (.pt)")
+    parser.add_argument("--data", type=Path, required=True, help="labelled dataset folder")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="split seed (default: the model's training seed, else 0)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("auto", "karyo", "cell"),
+        default="auto",
+        help="auto: cell for BioImLab, karyo otherwise",
+    )
+    parser.add_argument(
+        "--params-out",
+        type=Path,
+        default=None,
+        help="where to save the fitted params (default <model>.karyotype.json)",
+    )
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="default benchmarks/results/karyotype_<dataset>.json",
+    )
+    parser.add_argument(
+        "--penalty-cells",
+        choices=("train", "val", "train+val"),
+        default="train",
+        help="cells the penalties are fitted on (simulated abnormalities)",
+    )
+    parser.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.01,
+        help="false-positive bound on simulated normal cells for the penalty fit",
+    )
+    parser.add_argument(
+        "--limit-cells",
+        type=int,
+        default=0,
+        help="at most this many cells per split side (0: all; for smoke runs)",
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes of the assignment")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class CellRows:
+    """One cell: its dataset rows, split side and true karyotype."""
+
+    cell_id: str
+    rows: list[int]
+    side: str
+    karyotype: str | None
+
+
+def cells_by_side(dataset: Dataset, split: Split, limit: int, seed: int) -> list[CellRows]:
+    side_of = np.empty(len(dataset), dtype=object)
+    for name in ("train", "val", "test"):
+        side_of[split.part(name)] = name
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(dataset.items):
+        rows[it.cell_id or it.path].append(i)
+    labels = np.asarray(dataset.labels)
+    cells = [CellRows(c, r, str(side_of[r[0]]), true_karyotype(labels[r])) for c, r in rows.items()]
+    for c in cells:
+        if len({side_of[i] for i in c.rows}) != 1:
+            raise SystemExit(f"cell {c.cell_id} straddles split sides; the split is not grouped")
+    if limit > 0:
+        rng = np.random.default_rng(seed)
+        kept = []
+        for side in ("train", "val", "test"):
+            on = [c for c in cells if c.side == side]
+            # keep every abnormal test cell, fill the rest at random
+            first = (
+                [c for c in on if c.karyotype and not is_normal(c.karyotype)]
+                if side == "test"
+                else []
+            )
+            rest = [c for c in on if c not in first]
+            pick = rng.permutation(len(rest))[: max(limit - len(first), 0)]
+            kept += first + [rest[i] for i in sorted(pick)]
+        cells = kept
+    return cells
+
+
+def leak_warnings(
+    record: dict[str, Any], dataset: Dataset, split_name: str, seed: int
+) -> list[str]:
+    """Why the encoder may have seen test cells, judged from its training record."""
+    trained_on = record.get("dataset")
+    if trained_on is None:
+        return ["the checkpoint does not say what it was trained on; test cells may be seen"]
+    if Path(trained_on).resolve() != dataset.root.resolve():
+        return []  # another dataset: nothing of this one was seen
+    out = []
+    if record.get("split") != split_name:
+        out.append(
+            f"the encoder was trained on split {record.get('split')!r}, not {split_name!r}: "
+            "test patients may be among its training images"
+        )
+    if record.get("seed") != seed:
+        out.append(f"the encoder was trained with split seed {record.get('seed')}, not {seed}")
+    return out
+
+
+def crop_metrics(labels: np.ndarray, argmax: np.ndarray, joint: np.ndarray) -> dict[str, Any]:
+    """Per-chromosome accuracy without (argmax) and with the joint assignment (-1 = debris,
+    counted wrong), and the share of argmax errors the assignment removes."""
+    err_ind = int((argmax != labels).sum())
+    err_joint = int((joint != labels).sum())
+    per_class = {}
+    for k, name in enumerate(CLASS_NAMES):
+        m = labels == k
+        if m.any():
+            per_class[name] = {
+                "n": int(m.sum()),
+                "independent": float((argmax[m] == k).mean()),
+                "joint": float((joint[m] == k).mean()),
+            }
+    return {
+        "n_crops": int(len(labels)),
+        "accuracy_independent": float(1 - err_ind / max(len(labels), 1)),
+        "accuracy_joint": float(1 - err_joint / max(len(labels), 1)),
+        "errors_independent": err_ind,
+        "errors_joint": err_joint,
+        "errors_removed": float((err_ind - err_joint) / err_ind) if err_ind else 0.0,
+        "per_class": per_class,
+    }
+
+
+def evaluate_cells(
+    cells: Sequence[LabelledCell],
+    paths: Sequence[Sequence[str]],
+    params: KaryotypeParams,
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Karyotype every test cell and score the calls against the truth."""
+    results, times = [], []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        results = [karyotype_scores(c.scores, p, params) for c, p in zip(cells, paths, strict=True)]
+        times.append((time.perf_counter() - start) / max(len(cells), 1))
+    labels = np.concatenate([c.labels for c in cells])
+    argmax = np.concatenate([c.scores.argmax(1) for c in cells])
+    joint = np.concatenate(
+        [[CLASS_NAMES.index(cr.label) if not cr.extra else -1 for cr in r.crops] for r in results]
+    )
+    truth = [c.karyotype for c in cells]
+    calls = [r.karyotype for r in results]
+    argmax_calls = [true_karyotype(c.scores.argmax(1)) or "unreadable" for c in cells]
+    normal = np.array([is_normal(t) for t in truth])
+    called_abnormal = np.array([not is_normal(k) for k in calls])
+    exact = np.array([t == k for t, k in zip(truth, calls, strict=True)])
+    confusion: dict[str, Counter] = defaultdict(Counter)
+    for t, k in zip(truth, calls, strict=True):
+        confusion[t][k] += 1
+    by_truth = {}
+    for t in sorted(set(truth), key=lambda s: (s not in NORMAL_KARYOTYPES, s)):
+        m = np.array([x == t for x in truth])
+        by_truth[t] = {
+            "n": int(m.sum()),
+            "exact": float(exact[m].mean()),
+            "called_abnormal": float(called_abnormal[m].mean()),
+        }
+    n_crops = np.array([len(c.labels) for c in cells])
+    short = normal & (n_crops < 46)
+    # the review list: how many of the crops the assignment got wrong does it hold?
+    wrong_reviewed = wrong = reviewed = 0
+    for c, r in zip(cells, results, strict=True):
+        for lab, cr in zip(c.labels, r.crops, strict=True):
+            bad = cr.extra or CLASS_NAMES.index(cr.label) != lab
+            wrong += bad
+            reviewed += bool(cr.reasons)
+            wrong_reviewed += bad and bool(cr.reasons)
+    return {
+        "n_cells": len(cells),
+        "n_normal": int(normal.sum()),
+        "n_abnormal": int((~normal).sum()),
+        "crops": crop_metrics(labels, argmax, joint),
+        "exact_karyotype_rate": float(exact.mean()) if len(cells) else None,
+        "exact_karyotype_rate_argmax_counts": float(
+            np.mean([t == k for t, k in zip(truth, argmax_calls, strict=True)])
+        )
+        if len(cells)
+        else None,
+        "specificity": float((~called_abnormal[normal]).mean()) if normal.any() else None,
+        "sensitivity": float(called_abnormal[~normal].mean()) if (~normal).any() else None,
+        "exact_rate_abnormal": float(exact[~normal].mean()) if (~normal).any() else None,
+        "normal_cells_with_a_missing_crop": {
+            "n": int(short.sum()),
+            "called_normal": float((~called_abnormal[short]).mean()) if short.any() else None,
+        },
+        "by_true_karyotype": by_truth,
+        "confusion": {t: dict(c.most_common()) for t, c in confusion.items()},
+        "review": {
+            "crops_per_cell": float(reviewed / max(len(cells), 1)),
+            "wrong_crops_reviewed": float(wrong_reviewed / wrong) if wrong else None,
+            "wrong_crops": int(wrong),
+        },
+        "seconds_per_cell_median": statistics.median(times) if times else None,
+        "cells": [
+            {
+                "cell": c.cell_id,
+                "true": t,
+                "called": k,
+                "n_crops": int(len(c.labels)),
+                "review": len(r.review),
+                "runner_up": r.hypotheses[1]["karyotype"] if len(r.hypotheses) > 1 else None,
+            }
+            for c, r, t, k in zip(cells, results, truth, calls, strict=True)
+        ],
+    }
+
+
+def machine(device: str) -> dict[str, Any]:
+    import scipy
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from karyosearch.inference import embed_files
+    from karyosearch.model import load_encoder
+    from karyosearch.train import pick_device
+
+    device = pick_device(args.device)
+    encoder = load_encoder(args.model, device)
+    record = getattr(encoder, "train_record", {}) or {}
+    seed = args.seed if args.seed is not None else int(record.get("seed", 0) or 0)
+    dataset = read_dataset(args.data)
+    split_name = (
+        args.split
+        if args.split != "auto"
+        else ("cell" if dataset.layout == "bioimlab" else "karyo")
+    )
+    split = split_dataset(dataset, split_name, seed)
+    warnings = leak_warnings(record, dataset, split_name, seed)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    cells = cells_by_side(dataset, split, args.limit_cells, seed)
+    penalty_sides = set(args.penalty_cells.split("+"))
+    needed = [c for c in cells if c.side == "test" or c.side == "val" or c.side in penalty_sides]
+    paths = [dataset.items[i].path for c in needed for i in c.rows]
+    print(
+        f"{dataset.root.name}: {split_name} split, seed {seed}; embedding {len(paths)} crops of "
+        f"{len(needed)} cells on {device}",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    emb = embed_files(encoder, paths, batch_size=args.batch_size)
+    embed_seconds = time.perf_counter() - start
+    row_of = {p: i for i, p in enumerate(emb.paths)}
+    labels_all = np.asarray(dataset.labels)
+
+    def labelled(c: CellRows) -> tuple[LabelledCell, list[str]] | None:
+        ok = [i for i in c.rows if dataset.items[i].path in row_of]
+        if not ok or c.karyotype is None:
+            return None
+        scores = emb.scores[[row_of[dataset.items[i].path] for i in ok]]
+        return (
+            LabelledCell(scores, labels_all[ok], c.karyotype, c.cell_id),
+            [dataset.items[i].path for i in ok],
+        )
+
+    # 1. temperature on validation crops
+    val_rows = [
+        row_of[dataset.items[i].path]
+        for c in cells
+        if c.side == "val"
+        for i in c.rows
+        if dataset.items[i].path in row_of
+    ]
+    val_labels = [
+        dataset.items[i].label
+        for c in cells
+        if c.side == "val"
+        for i in c.rows
+        if dataset.items[i].path in row_of
+    ]
+    if val_rows:
+        temperature = fit_temperature(emb.scores[val_rows], val_labels)
+    else:
+        temperature = encoder.score_temperature
+        warnings.append("no validation crops: the encoder's training temperature is used")
+    params = KaryotypeParams(temperature=temperature)
+
+    # 2. penalties on training cells with simulated abnormalities
+    train_cells = [
+        lc
+        for c in cells
+        if c.side in penalty_sides
+        and c.karyotype
+        and is_normal(c.karyotype)
+        and (lc := labelled(c)) is not None
+    ]
+    sim_normal, sim_abnormal = simulate_cells([lc for lc, _ in train_cells], seed=seed)
+    if sim_normal and sim_abnormal:
+        params = fit_penalty(sim_normal, sim_abnormal, params, max_fpr=args.max_fpr)
+    else:
+        warnings.append("no training cells to fit penalties on: defaults are used")
+    params.fitted.update(
+        {
+            "temperature": {"value": temperature, "n_val_crops": len(val_rows)},
+            "dataset": str(dataset.root),
+            "split": split_name,
+            "seed": seed,
+            "penalty_cells": args.penalty_cells,
+            "model_fingerprint": getattr(encoder, "fingerprint", ""),
+            "at": dt.datetime.now().isoformat(timespec="seconds"),
+        }
+    )
+    params_out = args.params_out or params_path(args.model)
+    save_params(params, params_out)
+
+    # 3. test cells
+    test = [lc for c in cells if c.side == "test" and (lc := labelled(c)) is not None]
+    excluded = [c.cell_id for c in cells if c.side == "test" and c.karyotype is None]
+    ev = evaluate_cells([lc for lc, _ in test], [p for _, p in test], params, args.repeats)
+
+    out = {
+        "benchmark": "karyotype",
+        "dataset": dataset.root.name,
+        "data": str(dataset.root),
+        "model": str(args.model),
+        "model_fingerprint": getattr(encoder, "fingerprint", ""),
+        "arch": encoder.cfg.arch,
+        "split": split_name,
+        "seed": seed,
+        "n_cells": {s: sum(c.side == s for c in cells) for s in ("train", "val", "test")},
+        "test_cells_without_a_readable_karyotype": excluded,
+        "params": params.to_json(),
+        "params_file": str(params_out),
+        "simulated": {"normal": len(sim_normal), "abnormal": len(sim_abnormal)},
+        "embed_seconds": embed_seconds,
+        "unreadable": [{"path": e.path, "reason": e.reason} for e in emb.errors],
+        "warnings": warnings,
+        "test": ev,
+        "machine": machine(str(device)),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+    }
+    json_out = (
+        args.json_out or REPO / "benchmarks" / "results" / f"karyotype_{dataset.root.name}.json"
+    )
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+    c = ev["crops"]
+    print(
+        f"T = {temperature:.4g}; penalties {params.penalties} (fit: {params.fitted.get('penalty')})"
+    )
+    print(f"test: {ev['n_cells']} cells ({ev['n_abnormal']} abnormal), {c['n_crops']} crops")
+    print(
+        f"  crop accuracy: independent {c['accuracy_independent']:.4f}, joint "
+        f"{c['accuracy_joint']:.4f}; errors removed {c['errors_removed']:.1%}"
+    )
+    print(
+        f"  exact karyotype: {ev['exact_karyotype_rate']:.3f} "
+        f"(from argmax counts: {ev['exact_karyotype_rate_argmax_counts']:.3f})"
+    )
+    if ev["sensitivity"] is not None:
+        print(
+            f"  abnormal cells: sensitivity {ev['sensitivity']:.3f}, "
+            f"exact {ev['exact_rate_abnormal']:.3f}"
+        )
+    if ev["specificity"] is not None:
+        print(f"  normal cells: specificity {ev['specificity']:.3f}")
+    for t, calls in ev["confusion"].items():
+        print(f"  {t:>10} -> " + ", ".join(f"{k} {n}" for k, n in calls.items()))
+    print(f"params: {params_out}\nresults: {json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

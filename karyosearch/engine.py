@@ -1,0 +1,619 @@
+"""The search engine API that notebooks and the command line share.
+
+Build or update an index from a dataset folder, remove images from it, and query it with
+images or vectors:
+
+```python
+from karyosearch.engine import SearchIndex, build_or_update, remove
+
+report = build_or_update("indexes/default", "data/bioimlab", "model.pt")  # incremental
+index = SearchIndex.open("indexes/default")                  # embeds with the index's model
+for r in index.query_images(["crop.png"], k=8):
+    print(r.predicted.label, r.knn_label, [n.path for n in r.neighbours])
+remove("indexes/default", ["data/bioimlab/single_chromosomes/7"])   # a file or a folder
+```
+
+Updates are incremental: a file is embedded when its path is new to the index or its bytes
+changed (SHA-1); unchanged files keep their vectors and ids. Nothing is dropped unless asked
+(`prune=True`, or `remove`). A file that cannot be read is reported with the reason and
+skipped; the rest is indexed. An index is only ever extended with the model that built it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .datasets import Dataset, Item, Layout, read_dataset
+from .errors import UserError
+from .index import (
+    CARD_FILE,
+    DEFAULT_FACTORY,
+    DEFAULT_INDEX_DIR,
+    IndexCard,
+    IndexFolder,
+    IndexFolderError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    build_faiss,
+    check_trainable,
+    default_search_params,
+    new_base_index,
+    read_index_folder,
+    update_faiss,
+    write_index_folder,
+    writer_lock,
+)
+from .labels import CLASS_NAMES
+from .store import Rows, file_sha1
+
+if TYPE_CHECKING:
+    from .model import Encoder
+
+PathLike = str | os.PathLike
+ModelLike = str | os.PathLike | Any  # a checkpoint path or a loaded Encoder
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """The encoder's own class for a query."""
+
+    label: str  # "1".."22", "X", "Y"
+    score: float  # cosine to the nearest proxy (kind "cosine"), or softmax probability ("softmax")
+    margin: float  # score of the predicted class minus that of the runner-up
+    kind: str  # "cosine" for the proxy networks, "softmax" for the plain `resnext` classifier
+
+
+@dataclass
+class Neighbour:
+    rank: int  # 1 = most similar
+    id: int  # int64 id, the same in FAISS and the store
+    score: float  # inner product = cosine similarity
+    label: str | None  # class name, None when the stored image has no label
+    path: str
+    cell_id: str | None
+
+
+@dataclass
+class QueryResult:
+    query: str  # the query image path (or "vector <i>")
+    predicted: Prediction | None  # None when no class scores were available
+    knn_label: str | None  # majority class of the neighbours; ties go to the higher summed score
+    neighbours: list[Neighbour]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `query` JSON contract of DESIGN.md."""
+        return {
+            "query": self.query,
+            "predicted": asdict(self.predicted) if self.predicted is not None else None,
+            "knn_label": self.knn_label,
+            "neighbours": [asdict(n) for n in self.neighbours],
+        }
+
+
+@dataclass
+class IndexReport:
+    """What `build_or_update` did."""
+
+    index: str
+    model_fingerprint: str
+    factory: str
+    count: int  # vectors in the index afterwards
+    added: int  # new files embedded and added
+    updated: int  # files whose bytes changed, re-embedded under their old id
+    unchanged: int  # files already indexed with the same bytes (not embedded)
+    relabelled: int  # unchanged files whose label, cell or patient changed (not embedded)
+    removed: int  # rows dropped: pruned, or changed files that no longer read
+    rejected: list[dict[str, str]]  # {"path", "reason"}: files that could not be indexed
+    embedded: int  # images run through the encoder
+    seconds: float  # wall time of the embedding
+    images_per_s: float
+    written: bool  # False when nothing changed and the folder was left untouched
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RemoveReport:
+    index: str
+    removed: int
+    count: int
+    not_found: list[str] = field(default_factory=list)  # given paths that matched no row
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _load_model(model: ModelLike) -> tuple[Encoder, str]:
+    """(encoder, absolute checkpoint path or '') from a path or an Encoder."""
+    if isinstance(model, (str, os.PathLike)):
+        from .model import load_encoder
+
+        return load_encoder(model), str(Path(model).expanduser().resolve())
+    if not hasattr(model, "fingerprint"):
+        from .model import weights_fingerprint
+
+        model.fingerprint = weights_fingerprint(model)
+    return model, ""
+
+
+def _mismatch(index_dir: Path, built_with: str, offered: str) -> ModelMismatchError:
+    return ModelMismatchError(
+        f"{index_dir} was built with model {built_with}, this checkpoint is {offered}; use the "
+        "model that built it or another --index folder"
+    )
+
+
+def _label_index(item: Item) -> int:
+    return int(item.label) if item.label is not None else -1
+
+
+def predict(scores: np.ndarray, arch: str) -> list[Prediction]:
+    """Class, score and margin per row of class scores (cosines or logits, see Encoder)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"class scores of shape {scores.shape}")
+    kind = "softmax" if arch == "resnext" else "cosine"
+    if kind == "softmax":
+        z = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = z / z.sum(axis=1, keepdims=True)
+    top2 = np.argsort(-scores, axis=1, kind="stable")[:, :2]
+    out = []
+    for row, (a, b) in zip(scores, top2, strict=True):
+        out.append(Prediction(CLASS_NAMES[a], float(row[a]), float(row[a] - row[b]), kind))
+    return out
+
+
+def knn_vote(labels: Sequence[int], scores: Sequence[float]) -> int | None:
+    """Majority class among neighbours (label -1 ignored); a tie goes to the larger summed score."""
+    tally: dict[int, list[float]] = {}
+    for label, score in zip(labels, scores, strict=True):
+        if label >= 0:
+            count_sum = tally.setdefault(int(label), [0, 0.0])
+            count_sum[0] += 1
+            count_sum[1] += float(score)
+    if not tally:
+        return None
+    return max(tally, key=lambda c: (tally[c][0], tally[c][1]))
+
+
+def _hash_items(items: Sequence[Item]) -> tuple[list[str | None], list[str | None]]:
+    """SHA-1 per item, or None with the reason where the file cannot be read."""
+
+    def one(item: Item) -> tuple[str | None, str | None]:
+        try:
+            return file_sha1(item.path), None
+        except FileNotFoundError:
+            return None, "no such file"
+        except IsADirectoryError:
+            return None, "not a file"
+        except OSError as err:
+            return None, f"cannot read file ({err.strerror or err})"
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(one, items))
+    return [h for h, _ in results], [r for _, r in results]
+
+
+# -- build / update ------------------------------------------------------------------------
+
+
+@dataclass
+class UpdatePlan:
+    """What `apply_update` will do; made by `plan_update` (cheap: hashes, no embedding)."""
+
+    index_dir: Path
+    encoder: Any
+    model_path: str
+    factory: str
+    existing: IndexFolder | None  # the index as it was read (with embeddings)
+    rebuild: bool  # build the FAISS index afresh (new index or new factory string)
+    to_embed: list[Item]  # new and changed files, in dataset order
+    hashes: dict[str, str]  # path -> SHA-1 of the files in to_embed
+    changed_ids: dict[str, int]  # path -> existing id, for changed files
+    relabel: dict[int, Item]  # existing id -> item with the new label/cell/patient
+    prune_ids: list[int]  # ids to drop because their file left the dataset (prune=True)
+    unchanged: int
+    rejected: list[dict[str, str]]  # found by the dataset reader or unreadable when hashed
+    stamp: tuple[str, int] | None  # (updated, count) of the card read, to detect a racing writer
+
+
+def plan_update(
+    index_dir: PathLike,
+    data: PathLike | Dataset,
+    model: ModelLike,
+    factory: str | None = None,
+    layout: Layout = "auto",
+    prune: bool = False,
+) -> UpdatePlan:
+    """Read the index (if any) and the dataset, and decide which files need embedding.
+
+    Refuses (ModelMismatchError) a model other than the one that built the index, and checks
+    the factory string (and that there are enough vectors to train it) before any embedding.
+    """
+    index_dir = Path(index_dir)
+    dataset = data if isinstance(data, Dataset) else read_dataset(data, layout)
+    encoder, model_path = _load_model(model)
+    try:
+        existing = read_index_folder(index_dir, embeddings=True)
+    except IndexNotFoundError:
+        existing = None
+    if existing is not None and existing.card.model_fingerprint != encoder.fingerprint:
+        raise _mismatch(index_dir, existing.card.model_fingerprint, encoder.fingerprint)
+    old_factory = existing.card.factory if existing is not None else None
+    factory = (factory or old_factory or DEFAULT_FACTORY).strip()
+    new_base_index(factory, 2048)  # a bad factory string fails now, not after embedding
+    rebuild = existing is None or factory != old_factory
+
+    rejected = [{"path": r.path, "reason": r.reason} for r in dataset.rejected]
+    items: list[Item] = []
+    seen: set[str] = set()
+    for item in dataset.items:
+        path = str(Path(item.path).resolve())
+        if path not in seen:
+            seen.add(path)
+            items.append(Item(path, item.label, item.cell_id, item.patient_id))
+    hashes, reasons = _hash_items(items)
+
+    rows = existing.rows if existing is not None else Rows.empty()
+    position = {p: i for i, p in enumerate(rows.paths)}
+    to_embed, new_hashes, changed_ids, relabel, unchanged = [], {}, {}, {}, 0
+    for item, digest, reason in zip(items, hashes, reasons, strict=True):
+        if digest is None:
+            rejected.append({"path": item.path, "reason": reason or "unreadable"})
+            continue
+        i = position.get(item.path)
+        if i is None or rows.sha1[i] != digest:
+            to_embed.append(item)
+            new_hashes[item.path] = digest
+            if i is not None:
+                changed_ids[item.path] = int(rows.ids[i])
+            continue
+        unchanged += 1
+        meta = (_label_index(item), item.cell_id or "", item.patient_id or "")
+        if meta != (int(rows.labels[i]), rows.cell_ids[i], rows.patient_ids[i]):
+            relabel[int(rows.ids[i])] = item
+
+    prune_ids: list[int] = []
+    if prune:
+        root = dataset.root if dataset.root.is_dir() else dataset.root.parent
+        prefix = str(root) + os.sep
+        prune_ids = [
+            int(i)
+            for i, p in zip(rows.ids, rows.paths, strict=True)
+            if p.startswith(prefix) and p not in seen
+        ]
+    if rebuild:
+        check_trainable(
+            factory, 2048, len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
+        )
+    stamp = (existing.card.updated, existing.card.count) if existing is not None else None
+    return UpdatePlan(
+        index_dir,
+        encoder,
+        model_path,
+        factory,
+        existing,
+        rebuild,
+        to_embed,
+        new_hashes,
+        changed_ids,
+        relabel,
+        prune_ids,
+        unchanged,
+        rejected,
+        stamp,
+    )
+
+
+def apply_update(
+    plan: UpdatePlan, batch_size: int = 64, progress: Callable[[int], None] | None = None
+) -> IndexReport:
+    """Embed the planned files and write the updated index folder atomically.
+
+    `progress(n)` is called with the number of files finished after each batch.
+    """
+    from .inference import embed_files
+
+    start = time.perf_counter()
+    embedded = embed_files(
+        plan.encoder, [it.path for it in plan.to_embed], batch_size, progress=progress
+    )
+    seconds = time.perf_counter() - start
+    rejected = list(plan.rejected) + [{"path": e.path, "reason": e.reason} for e in embedded.errors]
+    by_path = {it.path: it for it in plan.to_embed}
+
+    with writer_lock(plan.index_dir):
+        _check_not_raced(plan)
+        old = plan.existing
+        rows = old.rows if old is not None else Rows.empty()
+        next_id = max(old.card.next_id, int(rows.ids.max(initial=-1)) + 1) if old is not None else 0
+        drop = set(plan.prune_ids) | set(plan.changed_ids.values())
+        keep = np.flatnonzero(~np.isin(rows.ids, np.fromiter(drop, np.int64, len(drop))))
+        kept = rows.take(keep)
+        for pos, row_id in enumerate(kept.ids):
+            item = plan.relabel.get(int(row_id))
+            if item is not None:
+                kept.labels[pos] = _label_index(item)
+                kept.cell_ids[pos] = item.cell_id or ""
+                kept.patient_ids[pos] = item.patient_id or ""
+
+        new_ids = []
+        for path in embedded.paths:
+            if path in plan.changed_ids:
+                new_ids.append(plan.changed_ids[path])
+            else:
+                new_ids.append(next_id)
+                next_id += 1
+        order = np.argsort(np.asarray(new_ids, np.int64), kind="stable")
+        paths = [embedded.paths[i] for i in order]
+        items = [by_path[p] for p in paths]
+        added_rows = Rows(
+            np.asarray(new_ids, np.int64)[order],
+            embedded.embeddings[order],
+            np.asarray([_label_index(it) for it in items], np.int8),
+            paths,
+            [it.cell_id or "" for it in items],
+            [it.patient_id or "" for it in items],
+            [plan.hashes[p] for p in paths],
+        )
+        new_rows = Rows.concat([kept, added_rows])
+
+        updated = sum(1 for p in embedded.paths if p in plan.changed_ids)
+        # a changed file that no longer reads loses its stale vector
+        removed = len(plan.prune_ids) + len(plan.changed_ids) - updated
+        changed = bool(len(embedded.paths) or removed or plan.relabel or plan.rebuild)
+        if old is None and not len(new_rows):
+            raise UserError(
+                f"nothing to index: no image could be read ({len(rejected)} rejected"
+                + (f", e.g. {rejected[0]['path']}: {rejected[0]['reason']}" if rejected else "")
+                + ")"
+            )
+        if changed:
+            if plan.rebuild:
+                index = build_faiss(plan.factory, new_rows.embeddings, new_rows.ids)
+            else:
+                drop_ids = np.asarray(sorted(drop), np.int64)
+                index = update_faiss(
+                    old.faiss_index,
+                    plan.factory,
+                    new_rows,
+                    drop_ids,
+                    new_rows.positions(added_rows.ids),
+                )
+            card = _new_card(plan) if old is None else old.card
+            card.model_path = plan.model_path or card.model_path
+            card.next_id = next_id
+            if plan.rebuild:
+                card.factory = plan.factory
+                card.search_params = default_search_params(index)
+            write_index_folder(plan.index_dir, card, index, new_rows)
+
+    return IndexReport(
+        index=str(plan.index_dir),
+        model_fingerprint=plan.encoder.fingerprint,
+        factory=plan.factory,
+        count=len(new_rows),
+        added=len(embedded.paths) - updated,
+        updated=updated,
+        unchanged=plan.unchanged,
+        relabelled=len(plan.relabel),
+        removed=removed,
+        rejected=rejected,
+        embedded=len(embedded.paths),
+        seconds=round(seconds, 3),
+        images_per_s=round(len(plan.to_embed) / seconds, 2)
+        if seconds > 0 and plan.to_embed
+        else 0.0,
+        written=changed,
+    )
+
+
+def _new_card(plan: UpdatePlan) -> IndexCard:
+    cfg = plan.encoder.cfg
+    return IndexCard(
+        model_fingerprint=plan.encoder.fingerprint,
+        arch=cfg.arch,
+        image_size=cfg.image_size,
+        preprocess_version=cfg.preprocess_version,
+        dimension=2048,
+        factory=plan.factory,
+    )
+
+
+def _check_not_raced(plan: UpdatePlan) -> None:
+    """Refuse to write when another process changed the index since `plan_update` read it."""
+    import json
+
+    card_file = plan.index_dir / CARD_FILE
+    if plan.stamp is None:
+        if card_file.is_file():
+            raise IndexFolderError(
+                f"{plan.index_dir}: created by another process meanwhile; run again"
+            )
+        return
+    try:
+        raw = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}
+    if (raw.get("updated"), raw.get("count")) != plan.stamp:
+        raise IndexFolderError(f"{plan.index_dir}: changed by another process meanwhile; run again")
+
+
+def build_or_update(
+    index_dir: PathLike,
+    data: PathLike | Dataset,
+    model: ModelLike,
+    factory: str | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    layout: Layout = "auto",
+    prune: bool = False,
+) -> IndexReport:
+    """Embed the new and changed images of `data` and store them in the index at `index_dir`.
+
+    `factory` is a FAISS factory string (default: the index's own, else "Flat"); a different
+    one rebuilds the FAISS index from the stored vectors. `prune=True` drops indexed files
+    under the dataset's folder that are no longer in it.
+    """
+    plan = plan_update(index_dir, data, model, factory, layout, prune)
+    return apply_update(plan, batch_size, progress)
+
+
+def remove(index_dir: PathLike, paths: Sequence[PathLike]) -> RemoveReport:
+    """Drop images from the index: each path is a file, or a folder meaning every file under it.
+
+    Paths need not exist any more; they are matched against the stored absolute paths.
+    """
+    index_dir = Path(index_dir)
+    with writer_lock(index_dir):
+        folder = read_index_folder(index_dir, embeddings=True)
+        rows = folder.rows
+        hit = np.zeros(len(rows), bool)
+        not_found = []
+        for given in paths:
+            target = str(Path(given).expanduser().resolve())
+            mask = np.fromiter(
+                (p == target or p.startswith(target.rstrip(os.sep) + os.sep) for p in rows.paths),
+                bool,
+                len(rows),
+            )
+            if not mask.any():
+                not_found.append(str(given))
+            hit |= mask
+        if hit.any():
+            kept = rows.take(np.flatnonzero(~hit))
+            index = update_faiss(
+                folder.faiss_index, folder.card.factory, kept, rows.ids[hit], np.zeros(0, np.int64)
+            )
+            write_index_folder(index_dir, folder.card, index, kept)
+        return RemoveReport(str(index_dir), int(hit.sum()), int(len(rows) - hit.sum()), not_found)
+
+
+# -- query ---------------------------------------------------------------------------------
+
+
+class SearchIndex:
+    """An index opened for queries.
+
+    Images are embedded with the model that built the index: the checkpoint named in its card,
+    or `model` (a path or an Encoder), whose fingerprint must match the card's.
+    """
+
+    def __init__(self, folder: IndexFolder, model: ModelLike | None = None):
+        self.folder = folder
+        self._encoder = None
+        if model is not None:
+            self._set_encoder(model)
+
+    @classmethod
+    def open(
+        cls, index_dir: PathLike = DEFAULT_INDEX_DIR, model: ModelLike | None = None
+    ) -> SearchIndex:
+        return cls(read_index_folder(index_dir), model)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    @property
+    def card(self) -> IndexCard:
+        return self.folder.card
+
+    @property
+    def rows(self) -> Rows:
+        """The stored metadata (embeddings not loaded)."""
+        return self.folder.rows
+
+    def _set_encoder(self, model: ModelLike) -> None:
+        encoder, _ = _load_model(model)
+        if encoder.fingerprint != self.card.model_fingerprint:
+            raise _mismatch(self.folder.path, self.card.model_fingerprint, encoder.fingerprint)
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder that built the index (loaded on first use from the card's model path)."""
+        if self._encoder is None:
+            path = self.card.model_path
+            if not path or not Path(path).is_file():
+                raise UserError(
+                    f"{self.folder.path}: the model that built this index ({path or 'unknown'}) is "
+                    "not there; pass its checkpoint (--model)"
+                )
+            self._set_encoder(path)
+        return self._encoder
+
+    def query_images(
+        self, paths: Sequence[PathLike], k: int = 8, batch_size: int = 64
+    ) -> list[QueryResult]:
+        """Embed image files and find their k nearest stored images.
+
+        Raises ImageError (a UserError naming the file) for a file that cannot be read.
+        """
+        from .inference import embed_files
+
+        embedded = embed_files(self.encoder, list(paths), batch_size)
+        if embedded.errors:
+            raise embedded.errors[0]
+        return self.query_vectors(embedded.embeddings, k, embedded.scores, [str(p) for p in paths])
+
+    def query_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 8,
+        scores: np.ndarray | None = None,
+        queries: Sequence[str] | None = None,
+    ) -> list[QueryResult]:
+        """Nearest stored images of unit vectors (n, 2048).
+
+        `scores` (n, classes) are the encoder's class scores (Encoder.embed_and_score); without
+        them `predicted` is None. `queries` names each row in the results.
+        """
+        if k < 1:
+            raise UserError(f"k must be at least 1, not {k}")
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        sims, ids = self.folder.search(vectors, min(k, max(len(self), 1)))
+        predictions = (
+            predict(scores, self.card.arch) if scores is not None else [None] * len(vectors)
+        )
+        names = (
+            list(queries) if queries is not None else [f"vector {i}" for i in range(len(vectors))]
+        )
+        rows = self.rows
+        results = []
+        for name, pred, row_sims, row_ids in zip(names, predictions, sims, ids, strict=True):
+            valid = row_ids >= 0
+            row_ids, row_sims = row_ids[valid], row_sims[valid]
+            pos = rows.positions(row_ids)
+            neighbours = []
+            for rank, (i, s, p) in enumerate(zip(row_ids, row_sims, pos, strict=True), start=1):
+                label = int(rows.labels[p])
+                neighbours.append(
+                    Neighbour(
+                        rank,
+                        int(i),
+                        float(s),
+                        CLASS_NAMES[label] if label >= 0 else None,
+                        rows.paths[p],
+                        rows.cell_ids[p] or None,
+                    )
+                )
+            vote = knn_vote([int(rows.labels[p]) for p in pos], row_sims.tolist())
+            results.append(
+                QueryResult(name, pred, CLASS_NAMES[vote] if vote is not None else None, neighbours)
+            )
+        return results

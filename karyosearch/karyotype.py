@@ -1,0 +1,1007 @@
+"""Whole-cell karyotyping: name all chromosomes of one metaphase at once and read the karyotype.
+
+A cell's crops are scored independently by the encoder; this module turns the scores into
+calibrated log-probabilities and then assigns every crop jointly under each karyotype
+hypothesis, so that two crops cannot both take the one free slot of a class.
+
+- Per-crop log-probabilities: `log_softmax(scores / T)`, T fitted on validation crops by
+  minimising the negative log-likelihood (`fit_temperature`).
+- Hypotheses (`hypotheses`): 46,XX and 46,XY; 47,XX,+n and 47,XY,+n for every autosome n;
+  45,X; 47,XXY; 47,XXX; 47,XYY; 48,XXYY. Each is an expected count per class, i.e. a set of
+  slots.
+- Assignment (`assign`): minimum-cost matching of crops to slots
+  (`scipy.optimize.linear_sum_assignment` on -log p). Up to `max_missing` slots may stay
+  empty (a crop that was not cut out) at `missing_cost` each, and up to `max_extra` crops may
+  be left over as debris at `extra_cost` each.
+- Decision: hypothesis cost = assignment cost + penalty of its kind (0 for the normal
+  karyotypes; fitted for `trisomy`, `sex_gain` and `monosomy_x` by `fit_penalty` on normal
+  training cells and abnormalities simulated from them). The cheapest hypothesis wins.
+
+Counts alone cannot tell 45,X from a 46,XX or 46,XY cell whose missing crop is a sex
+chromosome: the penalty of 45,X against `missing_cost` is the prior that decides it. Missing
+crops are simulated from autosomes only, as in the G-band set, where every 45-crop normal
+cell misses an autosome.
+
+The pure functions work on score matrices; `karyotype_cell` and `karyotype_folder_of_cells`
+add file handling and the encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import UserError
+from .labels import CLASS_NAMES, NUM_CLASSES
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
+    from .model import Encoder
+    from .splits import Split
+
+X = CLASS_NAMES.index("X")
+Y = CLASS_NAMES.index("Y")
+N_AUTOSOMES = 22
+MAX_CELL_IMAGES = 60  # more images than this in one folder cannot be one metaphase
+KINDS: tuple[str, ...] = ("normal", "trisomy", "sex_gain", "monosomy_x")
+PENALIZED_KINDS: tuple[str, ...] = KINDS[1:]
+NORMAL_KARYOTYPES: tuple[str, ...] = ("46,XX", "46,XY")
+PARAMS_FORMAT = "karyosearch-karyotype-params/1"
+
+
+# --- hypotheses and ISCN strings ---------------------------------------------------------
+
+
+def iscn(counts: Sequence[int] | np.ndarray) -> str:
+    """ISCN-style karyotype of per-class counts (24 values): "47,XY,+21", "45,X", "47,XXY".
+
+    Sex chromosomes are written out; autosomal gains and losses as +n / -n.
+    """
+    counts = np.asarray(counts, dtype=int)
+    parts = [str(int(counts.sum())), "X" * counts[X] + "Y" * counts[Y] or "--"]
+    for i in range(N_AUTOSOMES):
+        delta = int(counts[i]) - 2
+        parts += [f"+{i + 1}"] * max(delta, 0) + [f"-{i + 1}"] * max(-delta, 0)
+    return ",".join(parts)
+
+
+def normal_counts(sex: str) -> np.ndarray:
+    """Expected crops per class of a karyotype with two of each autosome and `sex` ("XY")."""
+    counts = np.full(NUM_CLASSES, 2, dtype=int)
+    counts[X], counts[Y] = sex.count("X"), sex.count("Y")
+    return counts
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One karyotype the cell may have: its ISCN name, slots per class and kind."""
+
+    name: str  # ISCN string, e.g. "47,XY,+21"
+    counts: tuple[int, ...]  # expected chromosomes per class index 0..23
+    kind: str  # one of KINDS
+
+    @property
+    def n_slots(self) -> int:
+        return sum(self.counts)
+
+
+@lru_cache(maxsize=2)
+def hypotheses(include_xxyy: bool = True) -> tuple[Hypothesis, ...]:
+    """The karyotypes considered, normal ones first (they win ties)."""
+
+    def make(counts: np.ndarray, kind: str) -> Hypothesis:
+        return Hypothesis(iscn(counts), tuple(int(c) for c in counts), kind)
+
+    out = [make(normal_counts(sex), "normal") for sex in ("XX", "XY")]
+    for sex in ("XX", "XY"):
+        for n in range(N_AUTOSOMES):
+            counts = normal_counts(sex)
+            counts[n] += 1
+            out.append(make(counts, "trisomy"))
+    for sex in ("XXY", "XXX", "XYY") + (("XXYY",) if include_xxyy else ()):
+        out.append(make(normal_counts(sex), "sex_gain"))
+    out.append(make(normal_counts("X"), "monosomy_x"))
+    return tuple(out)
+
+
+def hypothesis_named(name: str, include_xxyy: bool = True) -> Hypothesis:
+    """The hypothesis with ISCN name `name`, or ValueError."""
+    for h in hypotheses(include_xxyy):
+        if h.name == name:
+            return h
+    raise ValueError(f"no karyotype hypothesis {name!r}")
+
+
+def is_normal(karyotype: str) -> bool:
+    return karyotype in NORMAL_KARYOTYPES
+
+
+# --- calibrated per-crop probabilities ---------------------------------------------------
+
+
+def log_probs(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Per-crop class log-probabilities log_softmax(scores / T), shape (N, classes)."""
+    from scipy.special import log_softmax
+
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return log_softmax(np.asarray(scores, dtype=np.float64) / temperature, axis=1)
+
+
+def fit_temperature(
+    scores: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    bounds: tuple[float, float] = (1e-4, 1e3),
+) -> float:
+    """The temperature T minimising the mean NLL of `labels` under log_softmax(scores / T).
+
+    Fitted over log T (scipy `minimize_scalar`, bounded), on held-out validation crops.
+    """
+    from scipy.optimize import minimize_scalar
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    if len(scores) == 0:
+        raise ValueError("no scores to fit a temperature on")
+
+    def nll(log_t: float) -> float:
+        return float(
+            -log_probs(scores, float(np.exp(log_t)))[np.arange(len(labels)), labels].mean()
+        )
+
+    res = minimize_scalar(
+        nll,
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
+    return float(np.exp(res.x))
+
+
+# --- parameters --------------------------------------------------------------------------
+
+
+def _default_penalties() -> dict[str, float]:
+    return {"trisomy": 4.0, "sex_gain": 4.0, "monosomy_x": 1.5}
+
+
+@dataclass
+class KaryotypeParams:
+    """Everything the karyotype decision depends on (saved as <model>.karyotype.json)."""
+
+    temperature: float | None = None  # T of log_softmax(scores / T); None: the encoder's own
+    penalties: dict[str, float] = field(
+        default_factory=_default_penalties
+    )  # cost per abnormal kind
+    missing_cost: float = 3.0  # cost of one empty slot (a chromosome not cut out), ~ -log P
+    max_missing: int = 2  # at most this many more slots than crops
+    extra_cost: float = 6.0  # cost of one crop left over as debris
+    max_extra: int = 1  # at most this many crops left over
+    review_margin: float = 0.4  # review a crop whose top-2 probability margin is below this
+    include_xxyy: bool = True  # consider 48,XXYY
+    fitted: dict[str, Any] = field(default_factory=dict)  # how the values were fitted, and on what
+
+    def __post_init__(self) -> None:
+        unknown = set(self.penalties) - set(PENALIZED_KINDS)
+        if unknown:
+            raise ValueError(
+                f"unknown penalty kind(s) {sorted(unknown)}; use {list(PENALIZED_KINDS)}"
+            )
+        self.penalties = {
+            **_default_penalties(),
+            **{k: float(v) for k, v in self.penalties.items()},
+        }
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.max_missing < 0 or self.max_extra < 0:
+            raise ValueError("max_missing and max_extra must be >= 0")
+
+    def penalty(self, kind: str) -> float:
+        return 0.0 if kind == "normal" else self.penalties[kind]
+
+    def with_temperature(self, temperature: float) -> KaryotypeParams:
+        """These params with T filled in where it is still None."""
+        return (
+            self if self.temperature is not None else replace(self, temperature=float(temperature))
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": PARAMS_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> KaryotypeParams:
+        raw = {k: v for k, v in raw.items() if k != "format"}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def params_path(model_path: str | os.PathLike) -> Path:
+    """Where the karyotype parameters of a checkpoint live: m.pt -> m.karyotype.json."""
+    return Path(model_path).with_suffix(".karyotype.json")
+
+
+def save_params(params: KaryotypeParams, path: str | os.PathLike) -> Path:
+    """Write params as JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(params.to_json(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_params(path: str | os.PathLike) -> KaryotypeParams:
+    """Read params written by `save_params`, or raise UserError saying why not."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or raw.get("format") != PARAMS_FORMAT:
+            raise ValueError(f"not {PARAMS_FORMAT}")
+        return KaryotypeParams.from_json(raw)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such karyotype parameter file") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"{path}: not a karyotype parameter file ({err})") from None
+
+
+def resolve_params(
+    model_path: str | os.PathLike | None, params_file: str | os.PathLike | None = None
+) -> KaryotypeParams:
+    """`params_file` if given, else the file beside the model if present, else defaults."""
+    if params_file is not None:
+        return load_params(params_file)
+    if model_path is not None and params_path(model_path).is_file():
+        return load_params(params_path(model_path))
+    return KaryotypeParams()
+
+
+# --- joint assignment --------------------------------------------------------------------
+
+
+@dataclass
+class Assignment:
+    """The best matching of a cell's crops to the slots of one hypothesis."""
+
+    hypothesis: Hypothesis
+    assignment_cost: float  # sum of -log p over assigned crops + missing and debris costs
+    penalty: float  # prior cost of the hypothesis (0 for normal karyotypes)
+    labels: np.ndarray  # (N,) class index per crop; -1 for a crop left over as debris
+    missing: np.ndarray  # (classes,) empty slots per class
+
+    @property
+    def cost(self) -> float:
+        return self.assignment_cost + self.penalty
+
+    @property
+    def n_missing(self) -> int:
+        return int(self.missing.sum())
+
+    @property
+    def n_extra(self) -> int:
+        return int((self.labels < 0).sum())
+
+
+def assign(
+    logp: np.ndarray, hypothesis: Hypothesis, params: KaryotypeParams, relaxed: bool = False
+) -> Assignment | None:
+    """Minimum-cost assignment of crops (rows of `logp`) to the hypothesis' slots.
+
+    Cost = sum over crops of -log p(assigned class) + missing_cost per empty slot
+    + extra_cost per crop left as debris. None when the crop count is out of reach
+    (more than `max_missing` slots or `max_extra` crops over); `relaxed` lifts both limits.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(logp)
+    counts = np.asarray(hypothesis.counts)
+    n_slots = int(counts.sum())
+    max_extra = n if relaxed else params.max_extra
+    if not relaxed and (n_slots - n > params.max_missing or n - n_slots > params.max_extra):
+        return None
+    slot_class = np.repeat(np.arange(len(counts)), counts)
+    n_debris = min(n, max_extra)
+    # Filling a slot saves its missing cost: total = sum(matched) + missing_cost * n_slots.
+    cost = np.concatenate(
+        [-logp[:, slot_class] - params.missing_cost, np.full((n, n_debris), params.extra_cost)],
+        axis=1,
+    )
+    rows, cols = linear_sum_assignment(cost)
+    labels = np.full(n, -1, dtype=int)
+    in_slot = cols < n_slots
+    labels[rows[in_slot]] = slot_class[cols[in_slot]]
+    total = float(cost[rows, cols].sum()) + params.missing_cost * n_slots
+    missing = counts - np.bincount(labels[labels >= 0], minlength=len(counts))
+    return Assignment(hypothesis, total, params.penalty(hypothesis.kind), labels, missing)
+
+
+def rank_hypotheses(logp: np.ndarray, params: KaryotypeParams) -> tuple[list[Assignment], bool]:
+    """Every feasible hypothesis' assignment, cheapest first, and whether the cell was complete.
+
+    When the crop count fits no hypothesis within the missing/extra limits (a cell cut out
+    far from whole), the limits are lifted and the second value is False.
+    """
+    hyps = hypotheses(params.include_xxyy)
+    ranked = [a for h in hyps if (a := assign(logp, h, params)) is not None]
+    complete = bool(ranked)
+    if not complete:
+        ranked = [a for h in hyps if (a := assign(logp, h, params, relaxed=True)) is not None]
+    order = sorted(
+        range(len(ranked)), key=lambda i: (ranked[i].cost, i)
+    )  # stable: normal first on ties
+    return [ranked[i] for i in order], complete
+
+
+def hypothesis_costs(logp: np.ndarray, params: KaryotypeParams) -> np.ndarray:
+    """Assignment cost (no penalty) per hypothesis in `hypotheses()` order; inf: out of reach."""
+    hyps = hypotheses(params.include_xxyy)
+    out = np.full(len(hyps), np.inf)
+    for i, h in enumerate(hyps):
+        a = assign(logp, h, params)
+        if a is not None:
+            out[i] = a.assignment_cost
+    if not np.isfinite(out).any():
+        for i, h in enumerate(hyps):
+            out[i] = assign(logp, h, params, relaxed=True).assignment_cost  # type: ignore[union-attr]
+    return out
+
+
+# --- the report of one cell --------------------------------------------------------------
+
+
+@dataclass
+class CropCall:
+    """One crop's label in the karyotype, and why it may need a look."""
+
+    path: str
+    label: str  # class assigned by the joint assignment (the argmax for a debris crop)
+    argmax: str  # class of the independent per-crop maximum
+    confidence: float  # independent posterior probability of `label`
+    margin: float  # top-1 minus top-2 independent probability
+    changed: bool  # the assignment moved the crop off its independent argmax
+    extra: bool  # left over as debris: no slot of the karyotype took it
+    reasons: list[str] = field(default_factory=list)  # why it is on the review list
+    neighbours: list[dict[str, Any]] | None = None  # most similar archived crops (with --index)
+    knn_label: str | None = None  # majority class of those neighbours
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "path": self.path,
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "changed": self.changed,
+            "argmax": self.argmax,
+            "margin": round(self.margin, 4),
+            "extra": self.extra,
+            "review": self.reasons,
+        }
+        if self.neighbours is not None:
+            out["knn_label"] = self.knn_label
+            out["neighbours"] = self.neighbours
+        return out
+
+
+@dataclass
+class CellKaryotype:
+    """The karyotype of one cell, its crops and the crops to review."""
+
+    karyotype: str  # ISCN string of the winning hypothesis
+    kind: str  # "normal", "trisomy", "sex_gain" or "monosomy_x"
+    counts: dict[str, int]  # crops assigned per class name
+    crops: list[CropCall]  # in input order
+    review: list[str]  # paths to look at: changed, low margin, unexpected counts, debris
+    review_classes: list[str]  # classes whose count is not that of a normal cell, or missing
+    missing: list[str]  # class names of empty slots (one entry per missing chromosome)
+    hypotheses: list[dict[str, Any]]  # the cheapest hypotheses with their costs
+    temperature: float
+    complete: bool = True  # False when the crop count fit no hypothesis within the limits
+    cell: str | None = None  # the cell folder, where known
+    skipped: list[dict[str, str]] = field(default_factory=list)  # files not used, with the reason
+    embeddings: np.ndarray | None = field(default=None, repr=False)  # (N, 2048); not in the JSON
+
+    @property
+    def normal(self) -> bool:
+        return self.kind == "normal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "karyotype": self.karyotype,
+            "normal": self.normal,
+            "kind": self.kind,
+            "counts": self.counts,
+            "crops": [c.to_json() for c in self.crops],
+            "review": self.review,
+            "review_classes": self.review_classes,
+            "missing": self.missing,
+            "extra": [c.path for c in self.crops if c.extra],
+            "n_crops": len(self.crops),
+            "complete": self.complete,
+            "hypotheses": self.hypotheses,
+            "temperature": self.temperature,
+            "skipped": self.skipped,
+        }
+
+
+def karyotype_scores(
+    scores: np.ndarray,
+    paths: Sequence[str],
+    params: KaryotypeParams,
+    top: int = 5,
+    cell: str | None = None,
+) -> CellKaryotype:
+    """The karyotype of one cell from its crops' class scores (N, 24) (pure; no files read).
+
+    `params.temperature` None means the scores are already logits (T = 1).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
+        raise ValueError(f"scores must be (N, {NUM_CLASSES}), got {scores.shape}")
+    if len(scores) != len(paths):
+        raise ValueError(f"{len(scores)} score rows for {len(paths)} paths")
+    if len(scores) == 0:
+        raise UserError("a cell needs at least one chromosome crop")
+    temperature = params.temperature or 1.0
+    logp = log_probs(scores, temperature)
+    ranked, complete = rank_hypotheses(logp, params)
+    best = ranked[0]
+    probs = np.exp(logp)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    argmax = probs.argmax(axis=1)
+
+    # Classes to look at: a count unlike the nearest normal karyotype's, or an empty slot.
+    expected_normal = normal_counts("XY" if best.hypothesis.counts[Y] else "XX")
+    odd = np.flatnonzero(
+        (np.asarray(best.hypothesis.counts) != expected_normal) | (best.missing > 0)
+    )
+    review_classes = [CLASS_NAMES[i] for i in odd]
+
+    crops: list[CropCall] = []
+    for i, path in enumerate(paths):
+        extra = bool(best.labels[i] < 0)
+        label = int(argmax[i]) if extra else int(best.labels[i])
+        reasons = []
+        if extra:
+            reasons.append("extra crop")
+        if label != argmax[i]:
+            reasons.append("changed by the assignment")
+        if margins[i] < params.review_margin:
+            reasons.append("low margin")
+        if not extra and label in odd:
+            reasons.append("unexpected count")
+        crops.append(
+            CropCall(
+                str(path),
+                CLASS_NAMES[label],
+                CLASS_NAMES[argmax[i]],
+                float(probs[i, label]),
+                float(margins[i]),
+                bool(label != argmax[i]),
+                extra,
+                reasons,
+            )
+        )
+    assigned = best.labels[best.labels >= 0]
+    counts = np.bincount(assigned, minlength=NUM_CLASSES)
+    missing = [CLASS_NAMES[c] for c in range(NUM_CLASSES) for _ in range(int(best.missing[c]))]
+    return CellKaryotype(
+        karyotype=best.hypothesis.name,
+        kind=best.hypothesis.kind,
+        counts={name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)},
+        crops=crops,
+        review=[c.path for c in crops if c.reasons],
+        review_classes=review_classes,
+        missing=missing,
+        hypotheses=[
+            {
+                "karyotype": a.hypothesis.name,
+                "kind": a.hypothesis.kind,
+                "cost": round(a.cost, 4),
+                "assignment_cost": round(a.assignment_cost, 4),
+                "penalty": a.penalty,
+                "missing": a.n_missing,
+                "extra": a.n_extra,
+            }
+            for a in ranked[:top]
+        ],
+        temperature=float(temperature),
+        complete=complete,
+        cell=cell,
+    )
+
+
+# --- true karyotypes and the split that holds abnormal patients out ----------------------
+
+
+def true_karyotype(labels: Sequence[int] | np.ndarray, max_missing: int = 2) -> str | None:
+    """A labelled cell's karyotype read from its crop labels, or None if it cannot be read.
+
+    Rule (the G-band set has no autosomal monosomy and its 45-crop normal cells each miss one
+    autosome crop): the sex chromosomes are counted as they are (1 X and no Y is 45,X, as the
+    data README says of its four such cells); an autosome with 3 crops is a trisomy; an
+    autosome with fewer than 2 crops is a crop that was not cut out. A cell with no sex
+    chromosome crop or more than `max_missing` missing autosome crops (the 36-image cell)
+    has no readable karyotype.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=NUM_CLASSES)
+    if counts[X] + counts[Y] == 0:
+        return None
+    auto = counts[:N_AUTOSOMES]
+    if np.maximum(2 - auto, 0).sum() > max_missing:
+        return None
+    full = counts.copy()
+    full[:N_AUTOSOMES] = np.maximum(auto, 2)
+    return iscn(full)
+
+
+def cell_karyotypes(dataset: Dataset) -> dict[str, str | None]:
+    """True karyotype (see `true_karyotype`) of every cell of a labelled dataset."""
+    by_cell: dict[str, list[int]] = {}
+    for it in dataset.items:
+        by_cell.setdefault(it.cell_id or it.path, []).append(it.label)
+    return {cell: true_karyotype(labels) for cell, labels in by_cell.items()}
+
+
+def abnormal_patient_split(
+    dataset: Dataset, seed: int = 0, test_share: float = 0.15, val_share: float = 0.07
+) -> Split:
+    """The `karyo` split: every patient with an abnormal cell is on the test side.
+
+    Groups are patients (else cells). A patient is abnormal when any of its cells has a
+    readable karyotype (`true_karyotype`) other than 46,XX / 46,XY. All abnormal patients go
+    to test; of the other patients, in a seeded random order, `test_share` go to test too,
+    then `val_share` to validation, and the rest to training. No patient straddles two sides,
+    so an encoder trained on `train` never saw a test patient.
+    """
+    from .splits import Split
+
+    karyos = cell_karyotypes(dataset)
+    groups = np.asarray(dataset.groups(), dtype=object).astype(str)
+    cells = [it.cell_id or it.path for it in dataset.items]
+    abnormal = {
+        g
+        for g, c in zip(groups, cells, strict=True)
+        if karyos[c] is not None and not is_normal(karyos[c])
+    }
+    others = sorted(set(groups) - abnormal)
+    order = [others[i] for i in np.random.default_rng(seed).permutation(len(others))]
+    n_test = round(test_share * len(others))
+    n_val = round(val_share * len(others))
+    side = {g: 2 for g in abnormal}
+    side.update({g: 2 for g in order[:n_test]})
+    side.update({g: 1 for g in order[n_test : n_test + n_val]})
+    side.update({g: 0 for g in order[n_test + n_val :]})
+    item_side = np.array([side[g] for g in groups], dtype=np.int8)
+    return Split(
+        "karyo",
+        seed,
+        np.flatnonzero(item_side == 0),
+        np.flatnonzero(item_side == 1),
+        np.flatnonzero(item_side == 2),
+    )
+
+
+# --- penalty fitting on simulated abnormal cells -----------------------------------------
+
+
+@dataclass
+class LabelledCell:
+    """Class scores of one cell's crops with their true labels and true karyotype."""
+
+    scores: np.ndarray  # (N, classes) encoder scores (not yet divided by T)
+    labels: np.ndarray  # (N,) true class index per crop
+    karyotype: str  # true ISCN karyotype
+    cell_id: str = ""
+
+
+def simulate_cells(
+    normal: Sequence[LabelledCell], seed: int = 0, missing_share: float = 0.2
+) -> tuple[list[LabelledCell], list[LabelledCell]]:
+    """Normal and abnormal cells made from normal (training) cells, by moving crop rows.
+
+    Per normal cell: itself and a copy missing one random autosome crop (normal); a trisomy
+    of a random autosome and a gain of X or Y (a crop of that class from another cell added);
+    45,X (the Y, or one X, removed). A `missing_share` of the abnormal ones also miss one
+    random autosome crop (not of the gained class), as some real abnormal cells do.
+    """
+    rng = np.random.default_rng(seed)
+    base = [c for c in normal if is_normal(c.karyotype)]
+    by_class: dict[int, list[tuple[int, int]]] = {}
+    for ci, c in enumerate(base):
+        for ri, lab in enumerate(c.labels):
+            by_class.setdefault(int(lab), []).append((ci, ri))
+
+    def donor(cls: int, not_cell: int) -> np.ndarray | None:
+        pool = [p for p in by_class.get(cls, []) if p[0] != not_cell]
+        if not pool:
+            return None
+        ci, ri = pool[rng.integers(len(pool))]
+        return base[ci].scores[ri]
+
+    def make(
+        c: LabelledCell,
+        add: tuple[int, np.ndarray] | None,
+        remove: int | None,
+        counts: np.ndarray,
+        tag: str,
+    ) -> LabelledCell:
+        scores, labels = c.scores, c.labels
+        if remove is not None:
+            keep = np.ones(len(labels), bool)
+            keep[remove] = False
+            scores, labels = scores[keep], labels[keep]
+        if add is not None:
+            scores = np.vstack([scores, add[1][None]])
+            labels = np.append(labels, add[0])
+        return LabelledCell(scores, labels, iscn(counts), f"{c.cell_id}{tag}")
+
+    def random_autosome_row(c: LabelledCell, labels: np.ndarray, avoid: int = -1) -> int | None:
+        rows = np.flatnonzero((labels < N_AUTOSOMES) & (labels != avoid))
+        return int(rows[rng.integers(len(rows))]) if len(rows) else None
+
+    normals: list[LabelledCell] = []
+    abnormals: list[LabelledCell] = []
+    for ci, c in enumerate(base):
+        counts = np.asarray(hypothesis_named(c.karyotype).counts)
+        normals.append(c)
+        r = random_autosome_row(c, c.labels)
+        if r is not None:
+            normals.append(make(c, None, r, counts, "-miss"))
+        sims: list[LabelledCell] = []
+        n = int(rng.integers(N_AUTOSOMES))
+        row = donor(n, ci)
+        if row is not None:
+            sims.append(
+                make(c, (n, row), None, counts + np.eye(NUM_CLASSES, dtype=int)[n], f"+{n + 1}")
+            )
+        gain = X if rng.random() < 0.5 else Y
+        row = donor(gain, ci)
+        if row is not None:
+            sims.append(
+                make(
+                    c,
+                    (gain, row),
+                    None,
+                    counts + np.eye(NUM_CLASSES, dtype=int)[gain],
+                    f"+{CLASS_NAMES[gain]}",
+                )
+            )
+        lose = Y if counts[Y] else X
+        rows = np.flatnonzero(c.labels == lose)
+        if len(rows):
+            sims.append(make(c, None, int(rows[0]), normal_counts("X"), f"-{CLASS_NAMES[lose]}"))
+        for s in sims:
+            if rng.random() < missing_share:
+                gained = [k for k in range(N_AUTOSOMES) if Counter(s.labels.tolist())[k] > 2]
+                r = random_autosome_row(s, s.labels, gained[0] if gained else -1)
+                if r is not None:
+                    keep = np.ones(len(s.labels), bool)
+                    keep[r] = False
+                    s = LabelledCell(
+                        s.scores[keep], s.labels[keep], s.karyotype, s.cell_id + "-miss"
+                    )
+            abnormals.append(s)
+    return normals, abnormals
+
+
+@dataclass
+class KindCosts:
+    """Per cell, the cheapest assignment cost within each kind, and which hypothesis it was."""
+
+    costs: np.ndarray  # (cells, len(KINDS)) min assignment cost per kind (inf if none)
+    best: list[list[str]]  # per cell, per kind, the name of the cheapest hypothesis
+
+    @classmethod
+    def of(cls, cells: Sequence[LabelledCell], params: KaryotypeParams) -> KindCosts:
+        hyps = hypotheses(params.include_xxyy)
+        kind_of = np.array([KINDS.index(h.kind) for h in hyps])
+        costs = np.full((len(cells), len(KINDS)), np.inf)
+        best: list[list[str]] = []
+        for ci, c in enumerate(cells):
+            hc = hypothesis_costs(log_probs(c.scores, params.temperature or 1.0), params)
+            names = [""] * len(KINDS)
+            for k in range(len(KINDS)):
+                idx = np.flatnonzero(kind_of == k)
+                j = idx[np.argmin(hc[idx])]
+                costs[ci, k], names[k] = hc[j], hyps[j].name
+            best.append(names)
+        return cls(costs, best)
+
+    def calls(self, penalties: dict[str, float]) -> list[str]:
+        """The winning karyotype of every cell under the given penalties."""
+        pen = np.array([0.0] + [penalties[k] for k in PENALIZED_KINDS])
+        winner = np.argmin(self.costs + pen, axis=1)
+        return [names[k] for names, k in zip(self.best, winner, strict=True)]
+
+
+def call_rates(truth: Sequence[str], calls: Sequence[str]) -> dict[str, float]:
+    """Abnormality-call rates: false-positive rate on normal cells, sensitivity (called
+    abnormal), exact rate on abnormal cells, and balanced accuracy (specificity + exact)/2."""
+    truth_n = np.array([is_normal(t) for t in truth])
+    call_n = np.array([is_normal(c) for c in calls])
+    exact = np.array([t == c for t, c in zip(truth, calls, strict=True)])
+    fpr = float((~call_n[truth_n]).mean()) if truth_n.any() else 0.0
+    sens = float((~call_n[~truth_n]).mean()) if (~truth_n).any() else 1.0
+    exact_abn = float(exact[~truth_n].mean()) if (~truth_n).any() else 1.0
+    return {
+        "fpr": fpr,
+        "sensitivity": sens,
+        "exact_abnormal": exact_abn,
+        "balanced": 0.5 * (1.0 - fpr + exact_abn),
+    }
+
+
+def fit_penalty(
+    normal: Sequence[LabelledCell],
+    abnormal: Sequence[LabelledCell],
+    params: KaryotypeParams,
+    max_fpr: float = 0.01,
+    grid: np.ndarray | None = None,
+    rounds: int = 3,
+    tolerance: float = 0.002,
+) -> KaryotypeParams:
+    """Penalties per abnormal kind maximising balanced accuracy subject to FPR <= `max_fpr`.
+
+    Balanced accuracy = (specificity on `normal` + exact-karyotype rate on `abnormal`) / 2.
+    Coordinate search over `grid` (default 0..20 by 0.25), a few rounds; among the values
+    within `tolerance` of the best the middle one is taken, the most robust to scores a little
+    less sure than the training cells' (a single simulated cell should not pin a penalty to a
+    grid edge). Where no value meets the FPR bound, the one with the lowest FPR wins.
+    Use training cells (`simulate_cells`), never test cells.
+    """
+    grid = np.round(np.arange(0.0, 20.0001, 0.25), 4) if grid is None else np.asarray(grid, float)
+    cells = list(normal) + list(abnormal)
+    truth = [c.karyotype for c in cells]
+    kc = KindCosts.of(cells, params)
+    pen = dict(params.penalties)
+
+    def score(p: dict[str, float]) -> tuple[bool, float, float]:
+        r = call_rates(truth, kc.calls(p))
+        return r["fpr"] <= max_fpr, r["balanced"], r["fpr"]
+
+    for _ in range(rounds):
+        before = dict(pen)
+        for kind in PENALIZED_KINDS:
+            results = [score({**pen, kind: float(v)}) for v in grid]
+            ok = [i for i, r in enumerate(results) if r[0]]
+            if ok:
+                top = max(results[i][1] for i in ok)
+                best = [i for i in ok if results[i][1] >= top - tolerance - 1e-12]
+            else:
+                low = min(r[2] for r in results)
+                best = [i for i, r in enumerate(results) if r[2] <= low + 1e-12]
+            pen[kind] = float(grid[best[len(best) // 2]])
+        if pen == before:
+            break
+    rates = call_rates(truth, kc.calls(pen))
+    fitted = dict(params.fitted)
+    fitted["penalty"] = {
+        "max_fpr": max_fpr,
+        "n_normal": len(normal),
+        "n_abnormal": len(abnormal),
+        **{k: round(v, 4) for k, v in rates.items()},
+    }
+    return replace(params, penalties=pen, fitted=fitted)
+
+
+# --- files: one cell folder, or a folder of cells ----------------------------------------
+
+
+@dataclass
+class CellFiles:
+    """The files of one cell folder: chromosome images, and other files (reported, not used)."""
+
+    folder: Path
+    images: list[Path]
+    others: list[Path]
+
+
+def collect_cell(folder: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -> CellFiles:
+    """The images under `folder` (recursively; hidden files ignored), checked to be one cell.
+
+    UserError when the folder is missing, holds no image, or more than `max_images` images.
+    """
+    from .image import is_image_path
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: a cell is a folder of chromosome crops, not a file")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if is_image_path(p)]
+    others = [p for p in files if not is_image_path(p)]
+    if not files:
+        raise UserError(f"{folder}: the folder is empty; expected one cell's chromosome crops")
+    if not images:
+        raise UserError(
+            f"{folder}: no chromosome images among its {len(others)} files "
+            f"(e.g. {others[0].name}); expected .png, .bmp, .tif or .jpg crops"
+        )
+    if len(images) > max_images:
+        raise UserError(
+            f"{folder}: {len(images)} images are too many for one cell (at most "
+            f"{max_images}); for a folder of cell folders use --batch"
+        )
+    return CellFiles(folder, images, others)
+
+
+def _skipped(others: Sequence[Path], errors: Sequence[Any]) -> list[dict[str, str]]:
+    out = [{"path": str(p), "reason": "not an image file"} for p in others]
+    return out + [{"path": e.path, "reason": e.reason} for e in errors]
+
+
+def karyotype_cell(
+    encoder: Encoder,
+    paths: Sequence[str | os.PathLike],
+    params: KaryotypeParams,
+    fast: bool = True,
+    cell: str | None = None,
+) -> CellKaryotype:
+    """The karyotype of one cell from its crop image files.
+
+    Unreadable images are skipped and reported in `skipped`; UserError when none is left or
+    there are more than MAX_CELL_IMAGES. Params with no temperature use the encoder's.
+    """
+    from .inference import embed_files
+
+    if not paths:
+        raise UserError("a cell needs at least one chromosome crop")
+    if len(paths) > MAX_CELL_IMAGES:
+        raise UserError(
+            f"{len(paths)} images are too many for one cell (at most {MAX_CELL_IMAGES})"
+        )
+    emb = embed_files(encoder, list(paths), fast=fast)
+    if not emb.paths:
+        raise UserError(f"none of the {len(paths)} images could be read ({emb.errors[0]})")
+    result = karyotype_scores(
+        emb.scores, emb.paths, params.with_temperature(encoder.score_temperature), cell=cell
+    )
+    result.skipped = _skipped([], emb.errors)
+    result.embeddings = emb.embeddings
+    return result
+
+
+def karyotype_folder(
+    encoder: Encoder, folder: str | os.PathLike, params: KaryotypeParams, fast: bool = True
+) -> CellKaryotype:
+    """`karyotype_cell` on the images of one cell folder; other files are reported, not fatal."""
+    files = collect_cell(folder)
+    result = karyotype_cell(encoder, files.images, params, fast, cell=str(files.folder))
+    result.skipped = _skipped(files.others, []) + result.skipped
+    return result
+
+
+def attach_neighbours(
+    result: CellKaryotype, search: Any, k: int = 4, all_crops: bool = False
+) -> None:
+    """Give the review crops (or all) their k most similar archived crops, to compare bands.
+
+    `search` is an opened `engine.SearchIndex` built with the same encoder; a crop's own file,
+    if archived, is not its own neighbour.
+    """
+    if result.embeddings is None:
+        raise ValueError("the result holds no embeddings (karyotype_cell keeps them)")
+    rows = [i for i, c in enumerate(result.crops) if all_crops or c.reasons]
+    if not rows:
+        return
+    found = search.query_vectors(
+        result.embeddings[rows], k + 1, queries=[result.crops[i].path for i in rows]
+    )
+    for i, r in zip(rows, found, strict=True):
+        crop = result.crops[i]
+        own = os.path.realpath(crop.path)
+        near = [n for n in r.neighbours if os.path.realpath(n.path) != own][:k]
+        crop.neighbours = [
+            {
+                "rank": j + 1,
+                "score": round(float(n.score), 4),
+                "label": n.label,
+                "path": n.path,
+                "cell_id": n.cell_id,
+            }
+            for j, n in enumerate(near)
+        ]
+        labels = Counter(n.label for n in near if n.label is not None)
+        crop.knn_label = labels.most_common(1)[0][0] if labels else None
+
+
+def find_cell_folders(root: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -> list[Path]:
+    """The cell folders under `root`: subfolders holding 1..max_images images (recursively).
+
+    A subfolder with more images is taken as a folder of cells and searched in turn, so
+    `gband612/` and `gband612/single_clase/` both give the 612 cell folders.
+    """
+    from .image import is_image_path
+
+    def n_images(folder: Path) -> int:
+        return sum(
+            1
+            for p in folder.rglob("*")
+            if p.is_file() and is_image_path(p) and not p.name.startswith(".")
+        )
+
+    cells: list[Path] = []
+
+    def visit(folder: Path) -> None:
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            n = n_images(sub)
+            if 0 < n <= max_images:
+                cells.append(sub)
+            elif n > max_images:
+                visit(sub)
+
+    visit(Path(root))
+    return cells
+
+
+@dataclass
+class BatchKaryotype:
+    """Karyotypes of the cells of a folder of cell folders."""
+
+    root: str
+    cells: list[CellKaryotype]
+    errors: list[dict[str, str]]  # {"cell", "reason"} for cells that gave no karyotype
+
+    def to_json(self) -> dict[str, Any]:
+        calls = Counter(c.karyotype for c in self.cells)
+        return {
+            "root": self.root,
+            "n_cells": len(self.cells),
+            "karyotypes": dict(calls.most_common()),
+            "cells": [c.to_json() for c in self.cells],
+            "errors": self.errors,
+        }
+
+
+def karyotype_folder_of_cells(
+    encoder: Encoder,
+    root: str | os.PathLike,
+    params: KaryotypeParams,
+    fast: bool = True,
+    batch_size: int = 128,
+    progress: Callable[[int], None] | None = None,
+    folders: Sequence[Path] | None = None,
+) -> BatchKaryotype:
+    """Karyotype every cell folder under `root` (`folders`, else `find_cell_folders(root)`),
+    embedding all crops in shared batches. A cell that fails is reported in `errors`."""
+    from .inference import embed_files
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    folders = find_cell_folders(root) if folders is None else list(folders)
+    if not folders:
+        raise UserError(f"{root}: no cell folders with chromosome images found")
+    files = [collect_cell(f) for f in folders]
+    paths = [p for f in files for p in f.images]
+    emb = embed_files(encoder, paths, batch_size=batch_size, fast=fast, progress=progress)
+    row = {p: i for i, p in enumerate(emb.paths)}
+    err_by_path = {e.path: e for e in emb.errors}
+    params = params.with_temperature(encoder.score_temperature)
+    cells, errors = [], []
+    for f in files:
+        rows = [row[str(p)] for p in f.images if str(p) in row]
+        if not rows:
+            errors.append({"cell": str(f.folder), "reason": "none of its images could be read"})
+            continue
+        result = karyotype_scores(
+            emb.scores[rows], [emb.paths[i] for i in rows], params, cell=str(f.folder)
+        )
+        result.embeddings = emb.embeddings[rows]
+        result.skipped = _skipped(
+            f.others, [err_by_path[str(p)] for p in f.images if str(p) in err_by_path]
+        )
+        cells.append(result)
+    return BatchKaryotype(str(root), cells, errors)

@@ -1,0 +1,223 @@
+"""`karyosearch index`, `remove` and `query` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from karyosearch.cli import app
+
+from .test_engine import make_data, tiny_checkpoint
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A made-up dataset (one corrupt file), its checkpoint, and the index built by the CLI."""
+    base = tmp_path_factory.mktemp("cliindex")
+    data = make_data(base / "data", per_class=2)
+    (data / "1" / "broken.png").write_bytes(b"not a png")
+    ckpt = tiny_checkpoint(tmp_path_factory, "tiny-a", 0)
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            str(data),
+            "--model",
+            str(ckpt),
+            "--index",
+            str(base / "idx"),
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return {"base": base, "data": data, "ckpt": ckpt, "idx": base / "idx", "summary": result}
+
+
+def one_error_line(result) -> str:  # noqa: ANN001
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_index_prints_a_summary_and_reports_rejected(built: dict) -> None:
+    out = built["summary"].stdout
+    for text in (
+        "8 images (Flat)",
+        "added 8",
+        "updated 0",
+        "unchanged 0",
+        "removed 0",
+        "rejected 1",
+        "img/s",
+    ):
+        assert text in out
+    assert "broken.png" in built["summary"].stderr
+
+
+def test_index_again_embeds_nothing_json(built: dict) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            str(built["data"]),
+            "--model",
+            str(built["ckpt"]),
+            "--index",
+            str(built["idx"]),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["added"], report["unchanged"], report["embedded"], report["count"]) == (
+        0,
+        8,
+        0,
+        8,
+    )
+    assert [r["path"] for r in report["rejected"]] == [
+        str((built["data"] / "1" / "broken.png").resolve())
+    ]
+
+
+def test_query_json_has_the_design_keys_and_self_first(built: dict) -> None:
+    image = built["data"] / "X" / "img1.png"
+    result = runner.invoke(
+        app,
+        [
+            "query",
+            str(image),
+            str(built["data"] / "Y"),
+            "--index",
+            str(built["idx"]),
+            "-k",
+            "3",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)["results"]
+    assert [r["query"] for r in results] == [str(image)] + [
+        str(built["data"] / "Y" / f"img{i}.png") for i in (0, 1)
+    ]
+    for r in results:
+        assert set(r) >= {"query", "predicted", "knn_label", "neighbours"}
+        assert set(r["predicted"]) >= {"label", "score", "margin"}
+        assert len(r["neighbours"]) == 3
+        first = r["neighbours"][0]
+        assert set(first) >= {"rank", "id", "score", "label", "path", "cell_id"}
+        assert first["rank"] == 1 and first["path"] == str(Path(r["query"]).resolve())
+        assert first["score"] == pytest.approx(1.0, abs=1e-4)
+        assert first["label"] == Path(r["query"]).parent.name
+
+
+def test_query_prints_a_readable_table(built: dict) -> None:
+    image = built["data"] / "2" / "img0.png"
+    result = runner.invoke(app, ["query", str(image), "--index", str(built["idx"]), "-k", "2"])
+    assert result.exit_code == 0, result.output
+    for text in ("predicted", "margin", "neighbours vote", "rank", "score", "img0.png"):
+        assert text in result.stdout
+
+
+def test_remove_then_nothing_left_to_remove(built: dict, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    shutil.copytree(built["idx"], idx)
+    result = runner.invoke(app, ["remove", str(built["data"] / "Y"), "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    assert "removed 2, 6 left" in result.stdout
+    line = one_error_line(
+        runner.invoke(app, ["remove", str(built["data"] / "Y"), "--index", str(idx)])
+    )
+    assert "none of the given paths" in line
+
+
+def test_query_errors_are_one_line(built: dict, tmp_path: Path) -> None:
+    idx = str(built["idx"])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    line = one_error_line(runner.invoke(app, ["query", str(notes), "--index", idx]))
+    assert "notes.txt" in line and "not an image" in line
+    line = one_error_line(runner.invoke(app, ["query", str(tmp_path / "gone.png"), "--index", idx]))
+    assert "gone.png: no such file" in line
+    image = str(built["data"] / "1" / "img0.png")
+    line = one_error_line(runner.invoke(app, ["query", image, "--index", str(tmp_path / "none")]))
+    assert "no index here" in line
+    (tmp_path / "empty").mkdir()
+    line = one_error_line(runner.invoke(app, ["query", str(tmp_path / "empty"), "--index", idx]))
+    assert "no image files" in line
+
+
+def test_another_model_is_refused_in_one_line(
+    built: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = tiny_checkpoint(tmp_path_factory, "tiny-b", 1)
+    image = str(built["data"] / "1" / "img0.png")
+    line = one_error_line(
+        runner.invoke(app, ["query", image, "--index", str(built["idx"]), "--model", str(other)])
+    )
+    assert "was built with model" in line
+    line = one_error_line(
+        runner.invoke(
+            app, ["index", str(built["data"]), "--model", str(other), "--index", str(built["idx"])]
+        )
+    )
+    assert "was built with model" in line
+
+
+def test_index_input_errors_are_one_line(built: dict, tmp_path: Path) -> None:
+    data, ckpt = str(built["data"]), str(built["ckpt"])
+    line = one_error_line(
+        runner.invoke(
+            app,
+            [
+                "index",
+                data,
+                "--model",
+                ckpt,
+                "--index",
+                str(tmp_path / "i"),
+                "--factory",
+                "Nonsense",
+            ],
+        )
+    )
+    assert "factory" in line
+    line = one_error_line(
+        runner.invoke(
+            app,
+            [
+                "index",
+                data,
+                "--model",
+                ckpt,
+                "--index",
+                str(tmp_path / "i"),
+                "--factory",
+                "IVF256,Flat",
+            ],
+        )
+    )
+    assert "256 IVF lists" in line
+    line = one_error_line(
+        runner.invoke(
+            app,
+            ["index", str(tmp_path / "nodata"), "--model", ckpt, "--index", str(tmp_path / "i")],
+        )
+    )
+    assert "nodata" in line
+    line = one_error_line(
+        runner.invoke(
+            app, ["index", data, "--model", str(tmp_path / "no.pt"), "--index", str(tmp_path / "i")]
+        )
+    )
+    assert "no.pt" in line
+    assert not (tmp_path / "i").exists()

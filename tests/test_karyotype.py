@@ -1,0 +1,314 @@
+"""Whole-cell karyotyping on hand-made score matrices (no encoder, no files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from karyosearch.datasets import Dataset, Item
+from karyosearch.errors import UserError
+from karyosearch.karyotype import (
+    KaryotypeParams,
+    LabelledCell,
+    X,
+    Y,
+    abnormal_patient_split,
+    assign,
+    call_rates,
+    collect_cell,
+    find_cell_folders,
+    fit_penalty,
+    fit_temperature,
+    hypotheses,
+    hypothesis_named,
+    iscn,
+    karyotype_scores,
+    load_params,
+    log_probs,
+    normal_counts,
+    params_path,
+    resolve_params,
+    save_params,
+    simulate_cells,
+    true_karyotype,
+)
+from karyosearch.labels import CLASS_NAMES, class_index
+
+from .conftest import chromosome_array, write_image
+
+PARAMS = KaryotypeParams(temperature=1.0)
+
+
+def labels_of(counts: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def scores_of(
+    labels: np.ndarray, seed: int = 0, sure: float = 9.0, noise: float = 0.5
+) -> np.ndarray:
+    """Logits (T = 1) that are near one-hot on the true class, with a little noise."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0.0, noise, (len(labels), len(CLASS_NAMES)))
+    s[np.arange(len(labels)), labels] += sure
+    return s
+
+
+def paths_of(n: int) -> list[str]:
+    return [f"crop{i:02d}.png" for i in range(n)]
+
+
+def counts_with(sex: str, **delta: int) -> np.ndarray:
+    counts = normal_counts(sex)
+    for name, d in delta.items():
+        counts[class_index(name.lstrip("c"))] += d
+    return counts
+
+
+def test_iscn_strings() -> None:
+    assert iscn(normal_counts("XY")) == "46,XY"
+    assert iscn(normal_counts("XX")) == "46,XX"
+    assert iscn(counts_with("XX", c21=1)) == "47,XX,+21"
+    assert iscn(counts_with("XY", c13=1)) == "47,XY,+13"
+    assert iscn(normal_counts("X")) == "45,X"
+    for sex in ("XXY", "XXX", "XYY"):
+        assert iscn(normal_counts(sex)) == f"47,{sex}"
+    assert iscn(normal_counts("XXYY")) == "48,XXYY"
+    names = [h.name for h in hypotheses()]
+    assert names[:2] == ["46,XX", "46,XY"]
+    assert len(names) == len(set(names)) == 2 + 44 + 5
+    assert {"47,XY,+18", "47,XX,+21", "45,X", "47,XXY", "47,XXX", "47,XYY", "48,XXYY"} <= set(names)
+    assert "48,XXYY" not in [h.name for h in hypotheses(include_xxyy=False)]
+    assert hypothesis_named("45,X").kind == "monosomy_x"
+
+
+def test_normal_cell_with_confused_crops_is_fixed_by_the_assignment() -> None:
+    labels = labels_of(normal_counts("XY"))
+    s = scores_of(labels)
+    # One 21 looks more like a 22 and one 9 more like a 10: the argmax gives three 22s and
+    # three 10s, which the counts of a cell do not allow.
+    i21, i9 = np.flatnonzero(labels == 20)[0], np.flatnonzero(labels == 8)[0]
+    s[i21, 21] = s[i21, 20] + 1.5
+    s[i9, 9] = s[i9, 8] + 1.5
+    assert s.argmax(1)[i21] == 21 and s.argmax(1)[i9] == 9
+    r = karyotype_scores(s, paths_of(len(labels)), PARAMS)
+    assert r.karyotype == "46,XY" and r.normal
+    assigned = np.array([class_index(c.label) for c in r.crops])
+    assert np.array_equal(assigned, labels)
+    changed = {c.path for c in r.crops if c.changed}
+    assert changed == {f"crop{i21:02d}.png", f"crop{i9:02d}.png"}
+    assert changed <= set(r.review)
+    assert r.counts["21"] == r.counts["22"] == 2 and r.missing == []
+    assert all(r.counts[n] == (2 if n not in "XY" else 1) for n in CLASS_NAMES)
+
+
+def test_trisomy_21_is_called_and_not_forced_to_two() -> None:
+    labels = labels_of(counts_with("XY", c21=1))
+    r = karyotype_scores(scores_of(labels, seed=1), paths_of(len(labels)), PARAMS)
+    assert r.karyotype == "47,XY,+21"
+    assert r.kind == "trisomy" and not r.normal
+    assert r.counts["21"] == 3
+    assert not any(c.changed for c in r.crops)
+    assert r.review_classes == ["21"]
+    threes = {c.path for c in r.crops if c.label == "21"}
+    assert len(threes) == 3 and threes <= set(r.review)
+    assert r.hypotheses[0]["karyotype"] == "47,XY,+21"
+
+
+def test_45x_is_called_from_one_x_and_no_y() -> None:
+    labels = labels_of(normal_counts("X"))
+    assert len(labels) == 45
+    r = karyotype_scores(scores_of(labels, seed=2), paths_of(45), PARAMS)
+    assert r.karyotype == "45,X"
+    assert r.kind == "monosomy_x"
+    assert r.counts["X"] == 1 and r.counts["Y"] == 0
+    assert r.missing == []
+
+
+def test_normal_cell_with_a_missing_crop_stays_normal() -> None:
+    labels = labels_of(counts_with("XX", c7=-1))
+    assert len(labels) == 45
+    r = karyotype_scores(scores_of(labels, seed=3), paths_of(45), PARAMS)
+    assert r.karyotype == "46,XX"
+    assert r.normal
+    assert r.missing == ["7"]
+    assert r.review_classes == ["7"]
+    assert r.to_json()["missing"] == ["7"]
+    ranked = [h["karyotype"] for h in r.hypotheses]
+    assert ranked[0] == "46,XX"
+    # Under 46,XY one X crop has no slot of its own: it fills the empty 7 slot or is debris.
+    a = assign(log_probs(scores_of(labels, seed=3), 1.0), hypothesis_named("46,XY"), PARAMS)
+    assert a is not None and a.cost > r.hypotheses[0]["cost"] + 3.0
+
+
+def test_a_cell_missing_more_crops_than_allowed_is_still_reported() -> None:
+    labels = labels_of(normal_counts("XY"))[:36]  # like the G-band cell with 36 images
+    r = karyotype_scores(scores_of(labels, seed=4), paths_of(36), PARAMS)
+    assert not r.complete
+    assert len(r.missing) >= 45 - 36
+    assert r.counts["1"] == 2 and sum(r.counts.values()) == 36
+
+
+def test_extra_crop_can_be_debris_when_allowed() -> None:
+    labels = labels_of(normal_counts("XY"))
+    s = scores_of(labels, seed=5)
+    junk = np.zeros((1, len(CLASS_NAMES)))  # a crop that looks like no class in particular
+    params = KaryotypeParams(temperature=1.0, extra_cost=2.0)
+    r = karyotype_scores(np.vstack([s, junk]), paths_of(47), params)
+    assert r.karyotype == "46,XY"
+    assert r.to_json()["extra"] == ["crop46.png"]
+    assert "crop46.png" in r.review
+
+
+def test_json_keys_follow_the_design() -> None:
+    labels = labels_of(normal_counts("XX"))
+    out = karyotype_scores(scores_of(labels, seed=6), paths_of(46), PARAMS, cell="c1").to_json()
+    assert {"karyotype", "counts", "crops", "review"} <= set(out)
+    assert set(out["counts"]) == set(CLASS_NAMES)
+    assert sum(out["counts"].values()) == 46
+    crop = out["crops"][0]
+    assert {"path", "label", "confidence", "changed"} <= set(crop)
+    assert 0.0 <= crop["confidence"] <= 1.0
+    assert isinstance(out["review"], list)
+    assert out["hypotheses"][0]["karyotype"] == "46,XX"
+    import json
+
+    json.dumps(out)
+
+
+def test_temperature_fit_recovers_a_known_temperature() -> None:
+    rng = np.random.default_rng(0)
+    true_t = 0.05
+    scores = rng.normal(0.0, 0.1, (4000, len(CLASS_NAMES)))  # cosine-like scale
+    p = np.exp(log_probs(scores, true_t))
+    labels = np.array([rng.choice(len(CLASS_NAMES), p=row) for row in p])
+    t = fit_temperature(scores, labels)
+    assert abs(np.log(t / true_t)) < 0.15
+
+
+def test_params_round_trip_and_defaults(tmp_path: Path) -> None:
+    params = KaryotypeParams(temperature=0.07, penalties={"trisomy": 2.5}, missing_cost=2.0)
+    assert params.penalties["sex_gain"] == KaryotypeParams().penalties["sex_gain"]
+    model = tmp_path / "m.pt"
+    assert params_path(model) == tmp_path / "m.karyotype.json"
+    save_params(params, params_path(model))
+    assert resolve_params(model) == params
+    assert load_params(params_path(model)).penalties["trisomy"] == 2.5
+    assert resolve_params(tmp_path / "other.pt") == KaryotypeParams()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError):
+        load_params(tmp_path / "bad.json")
+    with pytest.raises(ValueError):
+        KaryotypeParams(penalties={"nonsense": 1.0})
+
+
+def test_true_karyotype_rule() -> None:
+    assert true_karyotype(labels_of(normal_counts("XY"))) == "46,XY"
+    assert true_karyotype(labels_of(counts_with("XX", c20=-1))) == "46,XX"  # a crop not cut out
+    assert true_karyotype(labels_of(normal_counts("X"))) == "45,X"
+    assert true_karyotype(labels_of(counts_with("XY", c18=1))) == "47,XY,+18"
+    assert true_karyotype(labels_of(counts_with("XXY", c14=-1))) == "47,XXY"
+    assert true_karyotype(labels_of(counts_with("XXYY", c15=-1, c16=-1))) == "48,XXYY"
+    counts = normal_counts("")
+    counts[[12, 19, 20, 21]] = 0
+    assert true_karyotype(labels_of(counts)) is None  # 36 crops, no sex chromosome
+
+
+def _cells(n: int, seed: int) -> list[LabelledCell]:
+    out = []
+    for i in range(n):
+        sex = "XX" if i % 2 else "XY"
+        labels = labels_of(normal_counts(sex))
+        out.append(
+            LabelledCell(
+                scores_of(labels, seed=seed + i, sure=6.0, noise=0.8),
+                labels,
+                f"46,{sex}",
+                f"cell{i}",
+            )
+        )
+    return out
+
+
+def test_simulated_cells_carry_their_true_karyotypes() -> None:
+    normal, abnormal = simulate_cells(_cells(6, 0), seed=0)
+    assert len(normal) == 12
+    for c in normal + abnormal:
+        assert len(c.scores) == len(c.labels)
+        assert true_karyotype(c.labels) == c.karyotype
+    kinds = {hypothesis_named(c.karyotype).kind for c in abnormal}
+    assert kinds == {"trisomy", "sex_gain", "monosomy_x"}
+
+
+def test_fit_penalty_separates_simulated_abnormal_cells() -> None:
+    normal, abnormal = simulate_cells(_cells(6, 10), seed=1)
+    params = fit_penalty(normal, abnormal, PARAMS, max_fpr=0.0)
+    fit = params.fitted["penalty"]
+    assert fit["fpr"] == 0.0
+    assert fit["exact_abnormal"] > 0.9
+    assert all(0.0 <= v <= 20.0 for v in params.penalties.values())
+    # The fitted params call fresh simulated cells as well.
+    normal2, abnormal2 = simulate_cells(_cells(4, 50), seed=2)
+    cells = normal2 + abnormal2
+    calls = [karyotype_scores(c.scores, paths_of(len(c.labels)), params).karyotype for c in cells]
+    rates = call_rates([c.karyotype for c in cells], calls)
+    assert rates["fpr"] == 0.0 and rates["sensitivity"] > 0.9
+
+
+def test_abnormal_patient_split_puts_abnormal_patients_on_test() -> None:
+    items = []
+    for p in range(20):
+        sex = "XY" if p % 2 else "XX"
+        counts = counts_with(sex, c21=1) if p in (3, 8) else normal_counts(sex)
+        for cell in range(2):
+            for j, lab in enumerate(labels_of(counts)):
+                items.append(Item(f"/d/{p}.{cell}/{j}.png", int(lab), f"{p}.{cell}", str(p)))
+    ds = Dataset(Path("/d"), "gband", items)
+    split = abnormal_patient_split(ds, seed=0, test_share=0.2, val_share=0.1)
+    assert split.name == "karyo"
+    side = {}
+    for name in ("train", "val", "test"):
+        for i in split.part(name):
+            assert side.setdefault(items[i].patient_id, name) == name  # no patient on two sides
+    assert side["3"] == side["8"] == "test"
+    assert sum(v == "test" for v in side.values()) == 2 + round(0.2 * 18)
+    assert sum(v == "val" for v in side.values()) == round(0.1 * 18)
+    assert len(split.train) + len(split.val) + len(split.test) == len(items)
+    again = abnormal_patient_split(ds, seed=0, test_share=0.2, val_share=0.1)
+    assert np.array_equal(again.test, split.test)
+
+
+def test_cell_folder_checks(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="empty"):
+        collect_cell(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="no chromosome images"):
+        collect_cell(tmp_path)
+    write_image(tmp_path / "clase1" / "a.png", chromosome_array())
+    files = collect_cell(tmp_path)
+    assert [p.name for p in files.images] == ["a.png"] and [p.name for p in files.others] == [
+        "notes.txt"
+    ]
+    root = tmp_path / "cells"
+    for cell in ("c1", "c2"):
+        write_image(root / cell / "clase1" / "a.png", chromosome_array())
+    assert [p.name for p in find_cell_folders(root)] == ["c1", "c2"]
+    assert X == CLASS_NAMES.index("X") and Y == CLASS_NAMES.index("Y")
+
+
+def test_karyogram_png_with_extra_and_missing_crops(tmp_path: Path) -> None:
+    from karyosearch.karyogram import render_karyogram
+
+    labels = labels_of(counts_with("XY", c7=-1))
+    junk = scores_of(np.array([0]), seed=8)  # a third "1": cheaper as debris than as a 7
+    s = np.vstack([scores_of(labels, seed=7), junk])
+    r = karyotype_scores(s, paths_of(len(s)), KaryotypeParams(temperature=1.0, extra_cost=2.0))
+    assert r.missing == ["7"] and r.to_json()["extra"] == [f"crop{len(s) - 1:02d}.png"]
+    images = {c.path: chromosome_array(30 + i % 20, 12, seed=i) for i, c in enumerate(r.crops)}
+    out = render_karyogram(r, tmp_path / "k" / "cell.png", images=images)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] > 1000
