@@ -3,7 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
+# The bundled encoder: Proxy-ResNeXt-CBAM, 64 px, trained from scratch on the BioImLab
+# `paper` split, seed 0 (float16 weights; its training record is inside the file).
+MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
+DEMO_INDEX ?= indexes/demo
+BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
 
 .PHONY: demo test lint
 
@@ -12,11 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+# Index every BioImLab image, then query two images of the model's test split (a 21 and a Y).
 demo: $(VENV)/.installed
-	$(VENV)/bin/karyosearch data inspect $(DATA)/bioimlab
+	$(KS) index $(DATA)/bioimlab --model $(MODEL) --index $(DEMO_INDEX)
+	$(KS) query "$(BIOIMLAB)/41/41 21b.bmp" "$(BIOIMLAB)/31/31 24.bmp" --index $(DEMO_INDEX) -k 5
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check karyosearch tests benchmarks
+	$(VENV)/bin/ruff format --check karyosearch tests benchmarks

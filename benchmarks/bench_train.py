@@ -61,7 +61,9 @@ def time_steps(model, x, y, train: bool, bf16: bool, steps: int, warmup: int) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--arch", default="proxy-resnext-cbam")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -83,7 +85,9 @@ def main() -> None:
     rows = []
     for stem in args.stems.split(","):
         for name, channels_last, bf16 in settings:
-            model = build_encoder(EncoderConfig(arch=args.arch, image_size=args.image_size, stem=stem)).to(device)
+            model = build_encoder(
+                EncoderConfig(arch=args.arch, image_size=args.image_size, stem=stem)
+            ).to(device)
             x = x0
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
@@ -92,19 +96,33 @@ def main() -> None:
             steps, warmup = (2, 1) if bf16 and device.type == "cpu" else (args.steps, args.warmup)
             for mode in ("train", "inference"):
                 rates = time_steps(model, x, y, mode == "train", bf16, steps, warmup)
-                row = {"stem": stem, "setting": name, "mode": mode, "images_per_s": statistics.median(rates),
-                       "runs": rates}
+                row = {
+                    "stem": stem,
+                    "setting": name,
+                    "mode": mode,
+                    "images_per_s": statistics.median(rates),
+                    "runs": rates,
+                }
                 rows.append(row)
-                print(f"{stem:9s} {name:20s} {mode:9s} {row['images_per_s']:8.1f} img/s", flush=True)
+                print(
+                    f"{stem:9s} {name:20s} {mode:9s} {row['images_per_s']:8.1f} img/s", flush=True
+                )
     out = {
         "benchmark": "train_throughput",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
         "device": args.device,
-        "machine": {"platform": platform.platform(), "cpu": _cpu_name(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": _cpu_name(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        },
         "load_average": os.getloadavg(),
         "results": rows,
     }

@@ -58,17 +58,41 @@ def user_errors(command: F) -> F:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with rate and time left, on stderr; yields `advance(n)`."""
+def progress_bar(
+    description: str, total: int | None, quiet: bool = False, rate: str | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr with time left (and `rate`, e.g. "img/s"); yields
+    `advance(n)`. Nothing is drawn when `quiet` or when there is nothing to do."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    if quiet:
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} {rate}" if speed else f"- {rate}")
+
+    if quiet or total == 0:
         yield lambda n: None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        *([Rate()] if rate else []),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
@@ -78,7 +102,9 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-ExistingPath = Annotated[Path, typer.Argument(exists=True, help="A dataset folder or a .csv manifest.")]
+ExistingPath = Annotated[
+    Path, typer.Argument(exists=True, help="A dataset folder or a .csv manifest.")
+]
 LayoutOpt = Annotated[
     str, typer.Option("--layout", help="Dataset layout: auto, bioimlab, gband, folders or csv.")
 ]
@@ -112,7 +138,8 @@ def data_inspect(path: ExistingPath, layout: LayoutOpt = "auto", as_json: JsonFl
     if h:
         console.print(
             f"crop size after cropping to content (px): height {h['min']:.0f}/{h['median']:.0f}/"
-            f"{h['max']:.0f}, width {w['min']:.0f}/{w['median']:.0f}/{w['max']:.0f} (min/median/max)"
+            f"{h['max']:.0f}, width {w['min']:.0f}/{w['median']:.0f}/{w['max']:.0f} "
+            "(min/median/max)"
         )
     table = Table("class", "images", title="images per class")
     for name, n in report["classes"].items():
@@ -128,18 +155,43 @@ def data_inspect(path: ExistingPath, layout: LayoutOpt = "auto", as_json: JsonFl
 @app.command("train")
 @user_errors
 def train_command(
-    data: Annotated[Path, typer.Option("--data", exists=True, help="Labelled dataset folder or .csv manifest.")],
+    data: Annotated[
+        Path, typer.Option("--data", exists=True, help="Labelled dataset folder or .csv manifest.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the best checkpoint (.pt).")],
-    arch: Annotated[str, typer.Option("--arch", help="resnext, proxy-resnext or proxy-resnext-cbam.")] = "proxy-resnext-cbam",
-    split: Annotated[str, typer.Option("--split", help="paper (random over images), cell (grouped by patient/cell) or karyo (abnormal patients held out).")] = "paper",
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the split, initialisation, batches, augmentation.")] = 0,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (default: the preset's).")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Input side S in px (default: the preset's).")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="default (fast from scratch on CPU) or paper (SGD, 224 px).")] = "default",
+    arch: Annotated[
+        str, typer.Option("--arch", help="resnext, proxy-resnext or proxy-resnext-cbam.")
+    ] = "proxy-resnext-cbam",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="paper (random over images), cell (grouped by patient/cell) or karyo "
+            "(abnormal patients held out).",
+        ),
+    ] = "paper",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seeds the split, initialisation, batches, augmentation.")
+    ] = 0,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Maximum epochs (default: the preset's).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input side S in px (default: the preset's).")
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option("--preset", help="default (fast from scratch on CPU) or paper (SGD, 224 px)."),
+    ] = "default",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     layout: LayoutOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.last (same recipe).")] = False,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after this wall time, keeping the best.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT.last (same recipe).")
+    ] = False,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option("--max-minutes", help="Stop after this wall time, keeping the best."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train an encoder from scratch and keep the best validation checkpoint.
@@ -159,21 +211,47 @@ def train_command(
     def progress(description: str, total: int | None) -> Callable[[int], None]:
         return _open_bar(description, total)
 
-    opts = TrainOptions(data=str(data), out=str(out), arch=arch, split=split, seed=seed,
-                        preset=preset, epochs=epochs, image_size=image_size, device=device,
-                        layout=layout, resume=resume, max_minutes=max_minutes)
+    opts = TrainOptions(
+        data=str(data),
+        out=str(out),
+        arch=arch,
+        split=split,
+        seed=seed,
+        preset=preset,
+        epochs=epochs,
+        image_size=image_size,
+        device=device,
+        layout=layout,
+        resume=resume,
+        max_minutes=max_minutes,
+    )
     try:
         record = train(opts, log=lambda line: typer.echo(line, err=as_json), progress=progress)
     finally:
         _close_bars()
-    summary = {k: record[k] for k in ("arch", "split", "seed", "preset", "image_size", "best_epoch",
-                                      "val_accuracy", "val_loss", "train_seconds", "device")}
+    summary = {
+        k: record[k]
+        for k in (
+            "arch",
+            "split",
+            "seed",
+            "preset",
+            "image_size",
+            "best_epoch",
+            "val_accuracy",
+            "val_loss",
+            "train_seconds",
+            "device",
+        )
+    }
     summary["checkpoint"] = str(out)
     if as_json:
         print_json(summary)
     else:
-        typer.echo(f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}, "
-                   f"{summary['train_seconds'] / 60:.1f} min -> {out}")
+        typer.echo(
+            f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}, "
+            f"{summary['train_seconds'] / 60:.1f} min -> {out}"
+        )
 
 
 _BARS: list[Any] = []
@@ -303,42 +381,6 @@ IndexDirOpt = Annotated[
 _DEFAULT_INDEX = Path("indexes/default")
 
 
-@contextmanager
-def _rate_bar(description: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr that shows images per second; yields `advance(n)`."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} img/s" if speed else "- img/s")
-
-    if quiet or total == 0:
-        yield lambda n: None
-        return
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 @app.command("index")
 @user_errors
 def index_command(
@@ -370,7 +412,7 @@ def index_command(
     from .engine import apply_update, plan_update
 
     plan = plan_update(index, path, model, factory=factory, layout=layout, prune=prune)  # type: ignore[arg-type]
-    with _rate_bar("embedding", len(plan.to_embed)) as advance:
+    with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
         report = apply_update(plan, batch_size, advance)
     if as_json:
         print_json(report.to_dict())
@@ -510,8 +552,12 @@ def _karyotype_summary(console: Any, r: Any) -> None:
     console.print(f"  review: {len(review)} crop(s)" + (":" if review else ""))
     for c in review:
         knn = f", neighbours say {c.knn_label}" if c.knn_label else ""
-        console.print(f"    {c.path}  {c.label} (p {c.confidence:.2f}, argmax {c.argmax}{knn}): "
-                      f"{', '.join(c.reasons)}", markup=False, highlight=False)
+        console.print(
+            f"    {c.path}  {c.label} (p {c.confidence:.2f}, argmax {c.argmax}{knn}): "
+            f"{', '.join(c.reasons)}",
+            markup=False,
+            highlight=False,
+        )
     for s in r.skipped:
         console.print(f"  skipped {s['path']}: {s['reason']}", markup=False, highlight=False)
 
@@ -519,23 +565,42 @@ def _karyotype_summary(console: Any, r: Any) -> None:
 @app.command("karyotype")
 @user_errors
 def karyotype_command(
-    cell_dir: Annotated[Path, typer.Argument(
-        help="A folder of one cell's chromosome crops (searched recursively); with --batch, "
-        "a folder of cell folders.")],
+    cell_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder of one cell's chromosome crops (searched recursively); with --batch, "
+            "a folder of cell folders."
+        ),
+    ],
     model: Annotated[Path, typer.Option("--model", help="Encoder checkpoint (.pt).")],
-    index: Annotated[Path | None, typer.Option(
-        "--index", help="Index folder: list the most similar archived crops beside each crop "
-        "to review.")] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            "--index",
+            help="Index folder: list the most similar archived crops beside each crop to review.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
-    png: Annotated[Path | None, typer.Option(
-        "--png", help="Write a karyogram PNG here (with --batch: a folder, one per cell).")] = None,
-    params_file: Annotated[Path | None, typer.Option(
-        "--params", help="Karyotype parameters JSON (default: <model>.karyotype.json beside the "
-        "model if present, else built-in defaults).")] = None,
-    batch: Annotated[bool, typer.Option(
-        "--batch", help="CELL_DIR holds cell folders: karyotype each.")] = False,
-    k: Annotated[int, typer.Option(
-        "-k", "--k", min=1, help="Neighbours per crop to review (with --index).")] = 4,
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            "--png", help="Write a karyogram PNG here (with --batch: a folder, one per cell)."
+        ),
+    ] = None,
+    params_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--params",
+            help="Karyotype parameters JSON (default: <model>.karyotype.json beside the "
+            "model if present, else built-in defaults).",
+        ),
+    ] = None,
+    batch: Annotated[
+        bool, typer.Option("--batch", help="CELL_DIR holds cell folders: karyotype each.")
+    ] = False,
+    k: Annotated[
+        int, typer.Option("-k", "--k", min=1, help="Neighbours per crop to review (with --index).")
+    ] = 4,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Karyotype a whole cell: name all its chromosomes at once and read the karyotype.
@@ -548,14 +613,23 @@ def karyotype_command(
     """
     from rich.console import Console
 
-    from .karyotype import (attach_neighbours, collect_cell, find_cell_folders, karyotype_cell,
-                            karyotype_folder_of_cells, resolve_params)
+    from .karyotype import (
+        attach_neighbours,
+        collect_cell,
+        find_cell_folders,
+        karyotype_cell,
+        karyotype_folder_of_cells,
+        resolve_params,
+    )
     from .model import load_encoder
     from .train import pick_device
 
     if not cell_dir.is_dir():
-        raise UserError(f"{cell_dir}: no such folder" if not cell_dir.exists()
-                        else f"{cell_dir}: CELL_DIR must be a folder of chromosome crops")
+        raise UserError(
+            f"{cell_dir}: no such folder"
+            if not cell_dir.exists()
+            else f"{cell_dir}: CELL_DIR must be a folder of chromosome crops"
+        )
     if batch:
         folders = find_cell_folders(cell_dir)
         if not folders:
@@ -572,8 +646,9 @@ def karyotype_command(
         search = SearchIndex.open(index, encoder)
     if batch:
         with progress_bar("embedding crops", total, quiet=as_json) as advance:
-            results = karyotype_folder_of_cells(encoder, cell_dir, params, progress=advance,
-                                                folders=folders)
+            results = karyotype_folder_of_cells(
+                encoder, cell_dir, params, progress=advance, folders=folders
+            )
         cells = results.cells
     else:
         cells = [karyotype_cell(encoder, files.images, params, cell=str(cell_dir))]
@@ -587,8 +662,10 @@ def karyotype_command(
         from .karyogram import render_karyogram
 
         if batch:
-            pngs = [render_karyogram(r, png / f"{Path(r.cell or 'cell').name}.karyogram.png")
-                    for r in cells]
+            pngs = [
+                render_karyogram(r, png / f"{Path(r.cell or 'cell').name}.karyogram.png")
+                for r in cells
+            ]
         else:
             pngs = [render_karyogram(cells[0], png)]
     if as_json:
@@ -602,8 +679,10 @@ def karyotype_command(
         _karyotype_summary(console, r)
     if batch:
         calls = results.to_json()["karyotypes"]
-        console.print(f"{len(cells)} cells: " + ", ".join(f"{n} {kt}" for kt, n in calls.items()),
-                      highlight=False)
+        console.print(
+            f"{len(cells)} cells: " + ", ".join(f"{n} {kt}" for kt, n in calls.items()),
+            highlight=False,
+        )
         for e in results.errors:
             console.print(f"  no karyotype for {e['cell']}: {e['reason']}", markup=False)
     if pngs:

@@ -153,7 +153,9 @@ def _read_bioimlab(root: Path) -> tuple[list[Item], list[Rejected]]:
                 rejected.append(Rejected(str(f), "file name is not '<K> <class>[a|b].bmp'"))
                 continue
             if m.group(1) != cell_dir.name:
-                rejected.append(Rejected(str(f), f"karyotype {m.group(1)} in folder {cell_dir.name}"))
+                rejected.append(
+                    Rejected(str(f), f"karyotype {m.group(1)} in folder {cell_dir.name}")
+                )
                 continue
             try:
                 label = class_index(m.group(2))
@@ -167,7 +169,9 @@ def _read_bioimlab(root: Path) -> tuple[list[Item], list[Rejected]]:
 def _gband_dir(root: Path) -> Path | None:
     for candidate in (root / "single_clase", root):
         subs = _subdirs(candidate)
-        if subs and any(_class_folder_number(d.name) is not None for s in subs[:3] for d in _subdirs(s)):
+        if subs and any(
+            _class_folder_number(d.name) is not None for s in subs[:3] for d in _subdirs(s)
+        ):
             return candidate
     return None
 
@@ -180,7 +184,9 @@ def _class_folder_number(name: str) -> str | None:
 def _read_gband(root: Path) -> tuple[list[Item], list[Rejected]]:
     base = _gband_dir(root)
     if base is None:
-        raise DatasetError(f"{root}: not a G-band folder (single_clase/<patient>.<cell>.tiff/clase<k>/)")
+        raise DatasetError(
+            f"{root}: not a G-band folder (single_clase/<patient>.<cell>.tiff/clase<k>/)"
+        )
     items, rejected = [], []
     for cell_dir in _subdirs(base):
         cell_id = cell_dir.name
@@ -216,7 +222,9 @@ def _read_folders(root: Path) -> tuple[list[Item], list[Rejected]]:
         label = _class_dir_label(class_dir)
         for f in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             if label is None:
-                rejected.append(Rejected(str(f), f"folder {class_dir.name!r} is no class (1..22, X, Y)"))
+                rejected.append(
+                    Rejected(str(f), f"folder {class_dir.name!r} is no class (1..22, X, Y)")
+                )
             elif not is_image_path(f):
                 rejected.append(Rejected(str(f), "not an image file"))
             else:
@@ -298,7 +306,7 @@ def survey(dataset: Dataset, progress: Callable[[int], None] | None = None) -> d
         "images": len(good),
         "cells": len({it.cell_id for it in good if it.cell_id is not None}),
         "patients": len({it.patient_id for it in good if it.patient_id is not None}),
-        "classes": {name: int(n) for name, n in zip(CLASS_NAMES, counts)},
+        "classes": {name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)},
         "crop_height": stats(hw[:, 0]),
         "crop_width": stats(hw[:, 1]),
         "polarity": polarity,

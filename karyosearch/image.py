@@ -149,8 +149,9 @@ def load(path: str | os.PathLike, polarity: Polarity = "auto") -> np.ndarray:
     return crop_chromosome(read_grey(path), polarity, path)
 
 
-def crop_chromosome(grey: np.ndarray, polarity: Polarity = "auto",
-                    path: str | os.PathLike = "<array>") -> np.ndarray:
+def crop_chromosome(
+    grey: np.ndarray, polarity: Polarity = "auto", path: str | os.PathLike = "<array>"
+) -> np.ndarray:
     """The part of `load` after reading: one polarity, background to zero, cropped to content."""
     bright = to_bright_on_dark(grey, polarity)
     box = content_box(bright)
@@ -178,7 +179,9 @@ def prepare(grey: np.ndarray, size: int) -> np.ndarray:
     square[top : top + h, left : left + w] = grey
     if side != size:
         square = np.asarray(
-            Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            Image.fromarray(square).resize(
+                (size, size), Image.Resampling.BILINEAR, reducing_gap=None
+            )
         )
     out = square.astype(np.float32)
     content = out[out > 0]

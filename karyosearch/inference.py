@@ -37,9 +37,10 @@ def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> t
 
 
 @torch.no_grad()
-def embed_arrays(encoder: Encoder, images: np.ndarray, batch_size: int = 128,
-                 fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (N, 2048) float32 unit vectors and class scores (N, classes) of prepared images."""
+def embed_arrays(
+    encoder: Encoder, images: np.ndarray, batch_size: int = 128, fast: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings (N, 2048) float32 and class scores (N, classes) of prepared images."""
     device = next(encoder.parameters()).device
     encoder.eval()
     embs, scores = [], []
@@ -64,9 +65,14 @@ class EmbeddedFiles:
     errors: list[ImageError]  # files that could not be read, with the reason
 
 
-def embed_files(encoder: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 64,
-                polarity: Polarity = "auto", fast: bool = True,
-                progress: Callable[[int], None] | None = None) -> EmbeddedFiles:
+def embed_files(
+    encoder: Encoder,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 64,
+    polarity: Polarity = "auto",
+    fast: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> EmbeddedFiles:
     """Load, prepare and embed files; unreadable files are collected as errors, not raised.
 
     Images are read on a thread pool while the network runs (PIL releases the GIL).
@@ -87,7 +93,7 @@ def embed_files(encoder: Encoder, paths: Sequence[str | os.PathLike], batch_size
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start : start + batch_size])
             arrays = []
-            for path, result in zip(chunk, pool.map(read, chunk)):
+            for path, result in zip(chunk, pool.map(read, chunk), strict=True):
                 if isinstance(result, ImageError):
                     errors.append(result)
                 else:

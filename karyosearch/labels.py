@@ -21,7 +21,9 @@ def class_index(name: str | int) -> int:
     try:
         return CLASS_NAMES.index(key)
     except ValueError:
-        raise ValueError(f"not a chromosome class: {name!r} (expected 1..22, X, Y, 23 or 24)") from None
+        raise ValueError(
+            f"not a chromosome class: {name!r} (expected 1..22, X, Y, 23 or 24)"
+        ) from None
 
 
 def class_name(index: int) -> str:

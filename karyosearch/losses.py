@@ -23,8 +23,10 @@ class NormalizedSoftmaxLoss(nn.Module):
         self.temperature = temperature
         self.label_smoothing = label_smoothing
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                proxies: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor
+    ) -> torch.Tensor:
         cosines = F.normalize(embeddings.float(), dim=1) @ F.normalize(proxies.float(), dim=1).t()
-        return F.cross_entropy(cosines / self.temperature, labels,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            cosines / self.temperature, labels, label_smoothing=self.label_smoothing
+        )

@@ -52,7 +52,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ValueError(
+                f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}"
+            )
         if self.stem not in ("standard", "small"):
             raise ValueError(f"unknown stem {self.stem!r}; choose standard or small")
         if self.image_size < 16:
@@ -128,7 +130,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.features = _backbone(cfg)
-        self.cbam = CBAM(EMBEDDING_DIM, cfg.cbam_reduction) if cfg.arch == "proxy-resnext-cbam" else None
+        self.cbam = (
+            CBAM(EMBEDDING_DIM, cfg.cbam_reduction) if cfg.arch == "proxy-resnext-cbam" else None
+        )
         if cfg.uses_proxies:
             self.norm = nn.LayerNorm(EMBEDDING_DIM)
             self.proxies = nn.Parameter(torch.randn(cfg.num_classes, EMBEDDING_DIM) * 0.01)
@@ -227,8 +231,13 @@ class Checkpoint:
         }
 
 
-def save_checkpoint(path: str | os.PathLike, model: Encoder, train: dict[str, Any] | None = None,
-                    optimizer: dict[str, Any] | None = None, half: bool = False) -> Checkpoint:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Encoder,
+    train: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Checkpoint:
     """Write model, config and training record atomically (temporary file, then rename).
 
     `half` stores floating-point weights as float16 (half the size); use `export_checkpoint`,
@@ -237,8 +246,9 @@ def save_checkpoint(path: str | os.PathLike, model: Encoder, train: dict[str, An
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    ckpt = Checkpoint(model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}),
-                      optimizer)
+    ckpt = Checkpoint(
+        model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}), optimizer
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -256,9 +266,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a karyosearch checkpoint ({type(err).__name__})") from None
+        raise CheckpointError(
+            f"{path}: not a karyosearch checkpoint ({type(err).__name__})"
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a karyosearch checkpoint (format {CHECKPOINT_FORMAT})")
     try:
@@ -271,11 +283,19 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"prepares images with v{PREPROCESS_VERSION}; retrain the model"
         )
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in raw["state_dict"].items()}
-    return Checkpoint(config, state, tuple(raw["class_names"]), raw["fingerprint"],
-                      raw.get("train") or {}, raw.get("optimizer"))
+    return Checkpoint(
+        config,
+        state,
+        tuple(raw["class_names"]),
+        raw["fingerprint"],
+        raw.get("train") or {},
+        raw.get("optimizer"),
+    )
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Checkpoint:
+def export_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, half: bool = True
+) -> Checkpoint:
     """A copy of a checkpoint for distribution: no optimiser state, optionally float16.
 
     The weights are rounded to float16 before the fingerprint is taken, so the exported model

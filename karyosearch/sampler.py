@@ -20,8 +20,9 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     (`set_epoch` reseeds per epoch, as DistributedSampler does).
     """
 
-    def __init__(self, labels: Sequence[int], m: int = 4, classes_per_batch: int = 16,
-                 seed: int = 0):
+    def __init__(
+        self, labels: Sequence[int], m: int = 4, classes_per_batch: int = 16, seed: int = 0
+    ):
         self.labels = np.asarray(labels)
         self.classes = np.unique(self.labels)
         if classes_per_batch > len(self.classes):

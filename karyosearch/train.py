@@ -65,14 +65,38 @@ PRESETS: dict[str, Recipe] = {
     # The MIDL 2020 paper: SGD 1e-3, momentum 0.9, wd 1e-4, ReduceLROnPlateau(0.1, 10) on
     # validation loss, pad to 256 / random crop 224 / random flips (at S=224 the padding is
     # 16 px a side).
-    "paper": Recipe(image_size=224, stem="standard", epochs=100, optimizer="sgd", lr=1e-3,
-                    weight_decay=1e-4, schedule="plateau", pad_crop=16, flips=True, patience=20),
+    "paper": Recipe(
+        image_size=224,
+        stem="standard",
+        epochs=100,
+        optimizer="sgd",
+        lr=1e-3,
+        weight_decay=1e-4,
+        schedule="plateau",
+        pad_crop=16,
+        flips=True,
+        patience=20,
+    ),
     # Fast from scratch on a 2-core CPU: 64 px, AdamW with one-cycle, rotation/zoom/shift/flip
     # and intensity jitter, label smoothing and a weight EMA (choices measured: README).
-    "default": Recipe(image_size=64, stem="standard", epochs=15, optimizer="adamw", lr=2e-3,
-                      weight_decay=0.05, schedule="onecycle", proxy_lr_mult=10.0,
-                      label_smoothing=0.1, rotate=180.0, scale=(0.8, 1.05), translate=0.06,
-                      flips=True, intensity=0.2, ema=0.995, patience=0),
+    "default": Recipe(
+        image_size=64,
+        stem="standard",
+        epochs=14,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.05,
+        schedule="onecycle",
+        proxy_lr_mult=10.0,
+        label_smoothing=0.1,
+        rotate=180.0,
+        scale=(0.8, 1.05),
+        translate=0.06,
+        flips=True,
+        intensity=0.2,
+        ema=0.995,
+        patience=0,
+    ),
 }
 
 
@@ -106,7 +130,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_all(paths: list[str], size: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def prepare_all(
+    paths: list[str], size: int, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
     """Load and prepare images into one uint8 (N, S, S) array (quantised to save memory)."""
     out = np.zeros((len(paths), size, size), np.uint8)
 
@@ -127,17 +153,32 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         p = recipe.pad_crop
         padded = F.pad(x, (p, p, p, p))
         ij = torch.randint(0, 2 * p + 1, (n, 2), generator=gen)
-        x = torch.stack([padded[k, :, i : i + size, j : j + size] for k, (i, j) in enumerate(ij.tolist())])
+        x = torch.stack(
+            [padded[k, :, i : i + size, j : j + size] for k, (i, j) in enumerate(ij.tolist())]
+        )
     if recipe.rotate or recipe.scale != (1.0, 1.0) or recipe.translate or recipe.flips:
         angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(recipe.rotate)
         lo, hi = recipe.scale
         zoom = lo + (hi - lo) * torch.rand(n, generator=gen)
-        sx = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if recipe.flips else torch.ones(n)
-        sy = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if recipe.flips else torch.ones(n)
+        sx = (
+            torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+            if recipe.flips
+            else torch.ones(n)
+        )
+        sy = (
+            torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+            if recipe.flips
+            else torch.ones(n)
+        )
         shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * recipe.translate * 2
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([torch.stack([cos * sx, -sin * sy, shift[:, 0]], 1),
-                             torch.stack([sin * sx, cos * sy, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, shift[:, 0]], 1),
+                torch.stack([sin * sx, cos * sy, shift[:, 1]], 1),
+            ],
+            1,
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if recipe.intensity:
@@ -156,11 +197,14 @@ def _param_groups(model: Encoder, recipe: Recipe) -> list[dict[str, Any]]:
             no_decay.append(p)
         else:
             decay.append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if proxies:
-        groups.append({"params": proxies, "weight_decay": 0.0,
-                       "lr": recipe.lr * recipe.proxy_lr_mult})
+        groups.append(
+            {"params": proxies, "weight_decay": 0.0, "lr": recipe.lr * recipe.proxy_lr_mult}
+        )
     for g in groups:
         g.setdefault("lr", recipe.lr)
     return groups
@@ -178,32 +222,44 @@ def _optimizer(model: Encoder, recipe: Recipe) -> torch.optim.Optimizer:
 def _scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in opt.param_groups],
-            total_steps=recipe.epochs * steps_per_epoch, pct_start=0.1,
-            div_factor=10.0, final_div_factor=200.0)
+            opt,
+            max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=recipe.epochs * steps_per_epoch,
+            pct_start=0.1,
+            div_factor=10.0,
+            final_div_factor=200.0,
+        )
     if recipe.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=0.1, patience=recipe.plateau_patience)
+            opt, mode="min", factor=0.1, patience=recipe.plateau_patience
+        )
     raise ValueError(f"unknown schedule {recipe.schedule!r}")
 
 
-def _loss_fn(model: Encoder, recipe: Recipe) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _loss_fn(
+    model: Encoder, recipe: Recipe
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     if model.cfg.uses_proxies:
         loss = NormalizedSoftmaxLoss(model.cfg.temperature, recipe.label_smoothing)
         return lambda emb, scores, y: loss(emb, y, model.proxies)
-    return lambda emb, scores, y: F.cross_entropy(scores.float(), y, label_smoothing=recipe.label_smoothing)
+    return lambda emb, scores, y: F.cross_entropy(
+        scores.float(), y, label_smoothing=recipe.label_smoothing
+    )
 
 
 @torch.no_grad()
-def evaluate_split(model: Encoder, images: np.ndarray, labels: np.ndarray,
-                   recipe: Recipe, batch_size: int = 128) -> dict[str, float]:
+def evaluate_split(
+    model: Encoder, images: np.ndarray, labels: np.ndarray, recipe: Recipe, batch_size: int = 128
+) -> dict[str, float]:
     """Validation accuracy (nearest proxy / argmax logits) and loss."""
     device = next(model.parameters()).device
     model.eval()
     loss_fn = _loss_fn(model, replace(recipe, label_smoothing=0.0))
     correct, total_loss = 0, 0.0
     for start in range(0, len(images), batch_size):
-        x = to_model_input(torch.from_numpy(images[start : start + batch_size]).float() / 255.0, device)
+        x = to_model_input(
+            torch.from_numpy(images[start : start + batch_size]).float() / 255.0, device
+        )
         y = torch.as_tensor(labels[start : start + batch_size], device=device)
         with autocast(device):
             emb, scores = model.embed_and_score(x)
@@ -231,8 +287,11 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
     return recipe
 
 
-def train(opts: TrainOptions, log: Callable[[str], None] = print,
-          progress: Callable[[str, int | None], Callable[[int], None]] | None = None) -> dict[str, Any]:
+def train(
+    opts: TrainOptions,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int | None], Callable[[int], None]] | None = None,
+) -> dict[str, Any]:
     """Train one encoder; returns the training record stored in the checkpoint.
 
     `log` receives one line per epoch; `progress(description, total)` may return an
@@ -244,8 +303,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
     if resumed is not None:  # a resumed run keeps its own recipe (the schedule depends on it)
         saved = dict(resumed.train["recipe"], scale=tuple(resumed.train["recipe"]["scale"]))
         recipe = Recipe(**saved)
-        opts = replace(opts, arch=resumed.train["arch"], split=resumed.train["split"],
-                       seed=resumed.train["seed"], preset=resumed.train["preset"])
+        opts = replace(
+            opts,
+            arch=resumed.train["arch"],
+            split=resumed.train["split"],
+            seed=resumed.train["seed"],
+            preset=resumed.train["preset"],
+        )
     else:
         recipe = resolve_recipe(opts)
     device = pick_device(opts.device)
@@ -268,19 +332,32 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
     cfg = EncoderConfig(arch=opts.arch, image_size=recipe.image_size, stem=recipe.stem)
     model = Encoder(cfg).to(device).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval() if recipe.ema else None
-    sampler = ClassBalancedBatchSampler(y_train, recipe.m_per_class, recipe.classes_per_batch, opts.seed)
+    sampler = ClassBalancedBatchSampler(
+        y_train, recipe.m_per_class, recipe.classes_per_batch, opts.seed
+    )
     opt = _optimizer(model, recipe)
     sched = _scheduler(opt, recipe, len(sampler))
     loss_fn = _loss_fn(model, recipe)
     gen = torch.Generator().manual_seed(opts.seed)
 
     record: dict[str, Any] = {
-        "dataset": str(dataset.root), "layout": dataset.layout, "split": opts.split,
-        "seed": opts.seed, "preset": opts.preset, "arch": opts.arch,
-        "image_size": recipe.image_size, "recipe": asdict(recipe), "device": device.type,
+        "dataset": str(dataset.root),
+        "layout": dataset.layout,
+        "split": opts.split,
+        "seed": opts.seed,
+        "preset": opts.preset,
+        "arch": opts.arch,
+        "image_size": recipe.image_size,
+        "recipe": asdict(recipe),
+        "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "n_train": int(len(train_ix)), "n_val": int(len(val_ix)), "curve": [],
-        "best_epoch": None, "val_accuracy": None, "val_loss": None, "train_seconds": 0.0,
+        "n_train": int(len(train_ix)),
+        "n_val": int(len(val_ix)),
+        "curve": [],
+        "best_epoch": None,
+        "val_accuracy": None,
+        "val_loss": None,
+        "train_seconds": 0.0,
     }
     start_epoch, best = 0, (-1.0, float("inf"))
     if resumed is not None:
@@ -298,7 +375,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
         log(f"resumed from {last} at epoch {start_epoch + 1}")
 
     started = time.monotonic() - record["train_seconds"]
-    stale = 0
+    stale, step = 0, start_epoch * len(sampler)
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
         sampler.set_epoch(epoch)
@@ -316,34 +393,63 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
             opt.step()
             if recipe.schedule == "onecycle":
                 sched.step()
+            step += 1
             if ema is not None:
-                _ema_update(ema, model, recipe.ema)
+                _ema_update(ema, model, min(recipe.ema, (1 + step) / (10 + step)))
             seen += len(batch)
             loss_sum += loss.item() * len(batch)
             if advance is not None:
                 advance(1)
-        evaluated = ema if ema is not None else model
-        val = evaluate_split(evaluated, x_val, y_val, recipe)
+        # The live weights and their EMA are both validated; the better one is kept (early on,
+        # from scratch, the average of fast-moving weights can be far worse than the weights).
+        evaluated, val, weights = model, evaluate_split(model, x_val, y_val, recipe), "live"
+        if ema is not None:
+            val_ema = evaluate_split(ema, x_val, y_val, recipe)
+            if (val_ema["accuracy"], -val_ema["loss"]) >= (val["accuracy"], -val["loss"]):
+                evaluated, val, weights = ema, val_ema, "ema"
         if recipe.schedule == "plateau":
             sched.step(val["loss"])
         elapsed = time.monotonic() - started
-        point = {"epoch": epoch + 1, "seconds": round(elapsed, 1), "train_loss": loss_sum / max(seen, 1),
-                 "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                 "lr": opt.param_groups[0]["lr"]}
+        point = {
+            "epoch": epoch + 1,
+            "seconds": round(elapsed, 1),
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "weights": weights,
+            "lr": opt.param_groups[0]["lr"],
+        }
         record["curve"].append(point)
         record["train_seconds"] = elapsed
         improved = (val["accuracy"], -val["loss"]) > (best[0], -best[1])
-        log(f"epoch {epoch + 1:3d}  {elapsed / 60:6.1f} min  train loss {point['train_loss']:.4f}  "
-            f"val loss {val['loss']:.4f}  val acc {val['accuracy']:.4f}" + ("  *" if improved else ""))
+        log(
+            f"epoch {epoch + 1:3d}  {elapsed / 60:6.1f} min  train loss {point['train_loss']:.4f}  "
+            f"val loss {val['loss']:.4f}  val acc {val['accuracy']:.4f} ({weights})"
+            + ("  *" if improved else "")
+        )
         if improved:
             best, stale = (val["accuracy"], val["loss"]), 0
-            record.update(best_epoch=epoch + 1, val_accuracy=val["accuracy"], val_loss=val["loss"])
+            record.update(
+                best_epoch=epoch + 1,
+                val_accuracy=val["accuracy"],
+                val_loss=val["loss"],
+                best_weights=weights,
+            )
             save_checkpoint(out, evaluated, record)
         else:
             stale += 1
-        save_checkpoint(last, model, record, optimizer={
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-            "ema": ema.state_dict() if ema is not None else None, "generator": gen.get_state()})
+        save_checkpoint(
+            last,
+            model,
+            record,
+            optimizer={
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "ema": ema.state_dict() if ema is not None else None,
+                "generator": gen.get_state(),
+            },
+        )
         if recipe.patience and stale >= recipe.patience:
             log(f"early stop: no improvement for {recipe.patience} epochs")
             break
@@ -361,7 +467,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print,
 
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+    for e, p in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
         if e.dtype.is_floating_point:
             e.mul_(decay).add_(p.detach(), alpha=1 - decay)
         else:
