@@ -124,9 +124,30 @@ def test_make_split_dispatches() -> None:
     groups = made_up_groups(20)
     assert as_tuple(make_split("paper", groups, 1)) == as_tuple(paper_split(len(groups), 1))
     assert as_tuple(make_split("cell", groups, 1)) == as_tuple(group_split(groups, 1))
-    assert set(SPLITS) == {"paper", "cell"}
+    assert set(SPLITS) == {"paper", "cell", "karyo"}
     with pytest.raises(ValueError, match="unknown split"):
         make_split("random", groups, 1)
+
+
+def test_karyo_split_holds_every_abnormal_patient_out_of_training(gband) -> None:
+    from karyosearch.datasets import read_dataset
+    from karyosearch.karyotype import cell_karyotypes, is_normal
+    from karyosearch.splits import split_dataset
+
+    dataset = read_dataset(gband)
+    split = split_dataset(dataset, "karyo", 0)
+    assert_partition(split, len(dataset))
+    groups = dataset.groups()
+    assert_no_group_straddles(split, groups)
+    karyos = cell_karyotypes(dataset)
+    abnormal_cells = {c for c, k in karyos.items() if k is not None and not is_normal(k)}
+    # the data README lists 7 47,XXY; 5+4+3 trisomies 18/21; 3 47,XXX; 4 45,X; 1 47,XYY;
+    # 1 48,XXYY; 1 47,XY,+13: 29 abnormal cells
+    assert len(abnormal_cells) == 29
+    abnormal = {groups[i] for i, it in enumerate(dataset.items) if it.cell_id in abnormal_cells}
+    test_groups = {groups[i] for i in split.test}
+    assert abnormal <= test_groups
+    assert split_dataset(dataset, "karyo", 0).test.tolist() == split.test.tolist()
 
 
 # --- grouped split on the real cells and patients ---------------------------------------------
