@@ -308,11 +308,11 @@ def bench_command(
     The split is rebuilt with the model's own split and seed; another split or seed of the
     dataset it trained on is refused, as its test images would include training images.
     """
-    import os
 
     from rich.console import Console
     from rich.table import Table
 
+    from .atomic import atomic_path
     from .datasets import read_dataset
     from .evaluate import evaluate, figures
     from .model import load_encoder
@@ -366,10 +366,8 @@ def bench_command(
     if to_stdout:
         print_json(r)
     elif json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_out.with_name(f".{json_out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(r, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, json_out)
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(r, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         console.print(f"result: {json_out}", soft_wrap=True, markup=False)
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import UserError
 from .labels import CLASS_NAMES, NUM_CLASSES
 
@@ -230,15 +231,9 @@ def params_path(model_path: str | os.PathLike) -> Path:
 
 def save_params(params: KaryotypeParams, path: str | os.PathLike) -> Path:
     """Write params as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(params.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load_params(path: str | os.PathLike) -> KaryotypeParams:
@@ -582,14 +577,7 @@ def abnormal_patient_split(
     side.update({g: 2 for g in order[:n_test]})
     side.update({g: 1 for g in order[n_test : n_test + n_val]})
     side.update({g: 0 for g in order[n_test + n_val :]})
-    item_side = np.array([side[g] for g in groups], dtype=np.int8)
-    return Split(
-        "karyo",
-        seed,
-        np.flatnonzero(item_side == 0),
-        np.flatnonzero(item_side == 1),
-        np.flatnonzero(item_side == 2),
-    )
+    return Split.from_sides("karyo", seed, np.array([side[g] for g in groups], dtype=np.int8))
 
 
 # --- penalty fitting on simulated abnormal cells -----------------------------------------

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .atomic import atomic_path
 from .errors import UserError
 from .image import PREPROCESS_VERSION
 from .labels import CLASS_NAMES
@@ -249,14 +250,8 @@ def save_checkpoint(
     ckpt = Checkpoint(
         model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}), optimizer
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(ckpt.to_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ckpt
 
 

@@ -34,6 +34,12 @@ class Split:
     val: np.ndarray
     test: np.ndarray
 
+    @classmethod
+    def from_sides(cls, name: str, seed: int, sides: np.ndarray) -> Split:
+        """A split from each item's side: 0 train, 1 val, 2 test."""
+        sides = np.asarray(sides)
+        return cls(name, seed, *(np.flatnonzero(sides == s) for s in (0, 1, 2)))
+
     def part(self, name: str) -> np.ndarray:
         if name not in ("train", "val", "test"):
             raise ValueError(f"no split part {name!r}: choose train, val or test")
@@ -72,14 +78,7 @@ def group_split(groups: Sequence[str], seed: int) -> Split:
         if part:
             side[g] = part
             filled[part] += sizes[g]
-    item_side = side[inverse]
-    return Split(
-        "cell",
-        seed,
-        np.flatnonzero(item_side == 0),
-        np.flatnonzero(item_side == 1),
-        np.flatnonzero(item_side == 2),
-    )
+    return Split.from_sides("cell", seed, side[inverse])
 
 
 def make_split(name: str, groups: Sequence[str], seed: int) -> Split:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from karyosearch.model import (ARCHS, CBAM, ChannelGate, CheckpointError, EncoderConfig,
-                               SpatialGate, build_encoder, load_encoder, save_checkpoint)
+from karyosearch.model import (
+    ARCHS,
+    CBAM,
+    ChannelGate,
+    CheckpointError,
+    EncoderConfig,
+    SpatialGate,
+    build_encoder,
+    load_encoder,
+    save_checkpoint,
+)
 
 
 def tiny(arch: str = "proxy-resnext-cbam") -> EncoderConfig:

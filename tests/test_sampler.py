@@ -20,8 +20,12 @@ def test_each_batch_has_m_images_of_each_chosen_class():
 def test_rare_classes_are_drawn_as_often_as_common_ones():
     labels = [0] * 200 + [1] * 200 + [2] * 10
     sampler = ClassBalancedBatchSampler(labels, m=2, classes_per_batch=2, seed=1)
-    drawn = Counter(labels[i] for epoch in range(5) for batch in (sampler.set_epoch(epoch) or sampler)
-                    for i in batch)
+    drawn = Counter(
+        labels[i]
+        for epoch in range(5)
+        for batch in (sampler.set_epoch(epoch) or sampler)
+        for i in batch
+    )
     assert min(drawn.values()) > 0.6 * max(drawn.values())
 
 

@@ -14,9 +14,20 @@ from karyosearch.train import PRESETS, TrainOptions, augment, train
 from tests.conftest import chromosome_array, write_image
 
 # No augmentation, constant learning rate, small batches: the loss must fall on 16 images.
-PLAIN = {"m_per_class": 2, "classes_per_batch": 4, "ema": 0.0, "rotate": 0.0, "scale": (1.0, 1.0),
-         "translate": 0.0, "flips": False, "intensity": 0.0, "schedule": "plateau", "lr": 1e-3,
-         "proxy_lr_mult": 1.0, "label_smoothing": 0.0}
+PLAIN = {
+    "m_per_class": 2,
+    "classes_per_batch": 4,
+    "ema": 0.0,
+    "rotate": 0.0,
+    "scale": (1.0, 1.0),
+    "translate": 0.0,
+    "flips": False,
+    "intensity": 0.0,
+    "schedule": "plateau",
+    "lr": 1e-3,
+    "proxy_lr_mult": 1.0,
+    "label_smoothing": 0.0,
+}
 
 
 def make_folder_dataset(root, per_class: int = 5, classes: int = 4):
@@ -31,8 +42,10 @@ def make_folder_dataset(root, per_class: int = 5, classes: int = 4):
 def test_one_epoch_runs_and_writes_a_self_describing_checkpoint(tmp_path):
     data = make_folder_dataset(tmp_path / "data")
     out = tmp_path / "m.pt"
-    record = train(TrainOptions(data=str(data), out=str(out), epochs=1, image_size=32,
-                                overrides=PLAIN), log=lambda s: None)
+    record = train(
+        TrainOptions(data=str(data), out=str(out), epochs=1, image_size=32, overrides=PLAIN),
+        log=lambda s: None,
+    )
     model = load_encoder(out)
     assert model.cfg.image_size == 32 and model.cfg.arch == "proxy-resnext-cbam"
     assert record["split"] == "paper" and record["seed"] == 0 and len(record["curve"]) == 1
@@ -43,8 +56,9 @@ def test_one_epoch_runs_and_writes_a_self_describing_checkpoint(tmp_path):
 def test_training_lowers_the_loss_and_resume_continues(tmp_path):
     data = make_folder_dataset(tmp_path / "data")
     out = tmp_path / "m.pt"
-    opts = TrainOptions(data=str(data), out=str(out), epochs=6, image_size=32, overrides=PLAIN,
-                        max_minutes=0.0)  # stops after the first epoch
+    opts = TrainOptions(
+        data=str(data), out=str(out), epochs=6, image_size=32, overrides=PLAIN, max_minutes=0.0
+    )  # stops after the first epoch
     first = train(opts, log=lambda s: None)
     assert len(first["curve"]) == 1
     resumed = train(TrainOptions(data=str(data), out=str(out), resume=True), log=lambda s: None)
@@ -67,11 +81,13 @@ def test_augment_keeps_shape_and_range_and_is_seeded():
 def test_cli_train_errors_are_one_line(tmp_path):
     runner = CliRunner()
     data = make_folder_dataset(tmp_path / "data")
-    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"),
-                                 "--arch", "vit"])
+    result = runner.invoke(
+        app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--arch", "vit"]
+    )
     assert result.exit_code == 1 and "unknown --arch" in result.output
-    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"),
-                                 "--preset", "fastest"])
+    result = runner.invoke(
+        app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--preset", "fastest"]
+    )
     assert result.exit_code == 1 and "unknown preset" in result.output
     assert "Traceback" not in result.output
 
@@ -79,6 +95,15 @@ def test_cli_train_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("arch", ["resnext", "proxy-resnext"])
 def test_baselines_train_too(tmp_path, arch):
     data = make_folder_dataset(tmp_path / "data", per_class=3)
-    record = train(TrainOptions(data=str(data), out=str(tmp_path / "m.pt"), arch=arch, epochs=1,
-                                image_size=32, overrides=PLAIN), log=lambda s: None)
+    record = train(
+        TrainOptions(
+            data=str(data),
+            out=str(tmp_path / "m.pt"),
+            arch=arch,
+            epochs=1,
+            image_size=32,
+            overrides=PLAIN,
+        ),
+        log=lambda s: None,
+    )
     assert np.isfinite(record["curve"][0]["train_loss"])
