@@ -125,6 +125,8 @@ def compute(runs: list[dict[str, Any]]) -> str:
         label = "GPU" if device == "cuda" else "CPU" if device == "cpu" else str(device)
         if train.get("device_name"):
             label += f" ({train['device_name']})"
+        if train.get("threads"):
+            label += f", {train['threads']} thread{'s' if train['threads'] > 1 else ''}"
         names.add(label)
     return "; ".join(sorted(names))
 
@@ -176,8 +178,10 @@ def render(runs: list[dict[str, Any]]) -> str:
         "recall and F1 are macro averages over classes; Recall@K is the share of test queries with",
         "a same-class image among their K nearest other test images (not the information-retrieval",
         "recall). `paper` split: random over images in the paper's 4176/360/720 proportions;",
-        "`cell` split: grouped by cell/patient, so no cell is on both sides. Rows in *italics* are",
-        "the paper's (MIDL 2020, Tables 3 and 4; BioImLab, 100 random image-level splits, 224 px).",
+        "`cell` split: grouped by patient (else cell), so no cell is on both sides; `karyo`",
+        "split: grouped by patient, every patient with an abnormal cell on the test side (a",
+        "harder test set). Rows in *italics* are the paper's (MIDL 2020, Tables 3 and 4;",
+        "BioImLab, 100 random image-level splits, 224 px). Train min/run is wall time.",
         "",
         HEADER,
         "|" + "---|" * HEADER.count(" | ") + "---|",

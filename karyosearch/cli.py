@@ -192,6 +192,15 @@ def train_command(
         float | None,
         typer.Option("--max-minutes", help="Stop after this wall time, keeping the best."),
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change one field of the preset's recipe, KEY=VALUE (a Python literal), e.g. "
+            "--set rotate=30.0 --set 'scale=(0.8,1.2)' --set canvas_percentile=95.0. "
+            "Repeatable; fields: see karyosearch.train.Recipe.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train an encoder from scratch and keep the best validation checkpoint.
@@ -224,6 +233,7 @@ def train_command(
         layout=layout,
         resume=resume,
         max_minutes=max_minutes,
+        overrides=parse_overrides(overrides or []),
     )
     try:
         record = train(opts, log=lambda line: typer.echo(line, err=as_json), progress=progress)
@@ -252,6 +262,22 @@ def train_command(
             f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}, "
             f"{summary['train_seconds'] / 60:.1f} min -> {out}"
         )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['rotate=30.0', "scale=(0.8,1.2)"] -> {'rotate': 30.0, 'scale': (0.8, 1.2)}."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise fail(f"--set {item!r}: expected KEY=VALUE with a Python literal value") from None
+    return out
 
 
 _BARS: list[Any] = []

@@ -7,8 +7,10 @@ encoder on every path.
   converts it to 8-bit grey, brings it to one polarity (bright chromosome on a dark
   background, as Q-banding gives) and crops it to the chromosome's bounding box, so that a
   canvas around a crop cannot leak where the image came from.
-- `prepare(grey, size)` keeps the aspect ratio, pads the crop to a square and resizes it to
-  `size x size`, giving float32 values in [0, 1].
+- `prepare(grey, size, canvas)` keeps the aspect ratio, pads the crop to a square (at least
+  `canvas` source px, so that chromosome length survives) and resizes it to `size x size`,
+  giving float32 values in [0, 1]. `prepare_input` stacks the filled frame and, for an
+  encoder trained with a canvas, the fixed-scale view as a second channel.
 
 Every failure is an `ImageError` naming the file and the reason.
 """
@@ -163,8 +165,13 @@ def crop_chromosome(
     return np.clip(crop - background, 0, 255).astype(np.uint8)
 
 
-def prepare(grey: np.ndarray, size: int) -> np.ndarray:
+def prepare(grey: np.ndarray, size: int, canvas: int = 0) -> np.ndarray:
     """Pad a cropped chromosome to a square (aspect kept, centred) and resize to size x size.
+
+    `canvas` 0: the crop fills the frame, so every chromosome looks the same size. `canvas`
+    C > 0: the crop is centred on a square of at least C source px before resizing, so all
+    crops up to C px share one scale and the network sees how long a chromosome is (a 1 is
+    four times a 21); larger crops are shrunk to fit.
 
     Contrast is normalised per image: the 99th percentile of the chromosome's pixels maps to
     1 (Q-band brightness varies from cell to cell). Returns float32 (size, size) in [0, 1];
@@ -173,7 +180,7 @@ def prepare(grey: np.ndarray, size: int) -> np.ndarray:
     if grey.ndim != 2 or grey.size == 0:
         raise ValueError(f"expected a non-empty 2-d grey image, got shape {grey.shape}")
     h, w = grey.shape
-    side = max(h, w)
+    side = max(h, w, canvas)
     square = np.zeros((side, side), dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
     square[top : top + h, left : left + w] = grey
@@ -189,6 +196,18 @@ def prepare(grey: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out / max(scale, 1.0), 0.0, 1.0)
 
 
-def load_prepared(path: str | os.PathLike, size: int, polarity: Polarity = "auto") -> np.ndarray:
-    """`prepare(load(path), size)`: the network input for one file."""
-    return prepare(load(path, polarity), size)
+def prepare_input(grey: np.ndarray, size: int, canvas: int = 0) -> np.ndarray:
+    """The network input for a cropped chromosome: (S, S) with no canvas; with a canvas,
+    (2, S, S): the crop filling the frame (bands at full resolution) and the crop on the
+    fixed-scale canvas (its length). A small chromosome keeps its band detail and its size."""
+    full = prepare(grey, size)
+    if not canvas:
+        return full
+    return np.stack([full, prepare(grey, size, canvas)])
+
+
+def load_prepared(
+    path: str | os.PathLike, size: int, polarity: Polarity = "auto", canvas: int = 0
+) -> np.ndarray:
+    """`prepare_input(load(path), size, canvas)`: the network input for one file."""
+    return prepare_input(load(path, polarity), size, canvas)

@@ -29,7 +29,7 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(N, S, S) float images in [0, 1] -> (N, 1, S, S) channels_last tensor on `device`."""
+    """(N, S, S) or (N, C, S, S) images in [0, 1] -> (N, C, S, S) channels_last on `device`."""
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.ndim == 3:
         x = x.unsqueeze(1)
@@ -85,7 +85,7 @@ def embed_files(
 
     def read(path: str | os.PathLike) -> np.ndarray | ImageError:
         try:
-            return load_prepared(path, size, polarity)
+            return load_prepared(path, size, polarity, encoder.cfg.canvas)
         except ImageError as err:
             return err
 

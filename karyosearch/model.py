@@ -44,8 +44,9 @@ class EncoderConfig:
 
     arch: str = "proxy-resnext-cbam"  # one of ARCHS
     image_size: int = 64  # input side S in px; images are prepared to S x S
+    canvas: int = 0  # fixed-scale canvas in source px (image.prepare_input); 0: none
     stem: str = "small"  # "standard": 7x7/2 conv + maxpool; "small": 3x3/1 conv + maxpool
-    in_chans: int = 1  # grey input; the pipeline gives one channel
+    in_chans: int = 1  # 1: the grey crop; 2 with a canvas: also its fixed-scale view
     num_classes: int = len(CLASS_NAMES)  # one proxy (or logit) per class
     temperature: float = 0.05  # normalized-softmax temperature T (Zhai & Wu use 0.05)
     cbam_reduction: int = 16  # CBAM channel-MLP reduction ratio
@@ -58,6 +59,8 @@ class EncoderConfig:
             )
         if self.stem not in ("standard", "small"):
             raise ValueError(f"unknown stem {self.stem!r}; choose standard or small")
+        if self.in_chans != (2 if self.canvas else 1):
+            raise ValueError(f"in_chans {self.in_chans} does not match canvas {self.canvas}")
         if self.image_size < 16:
             raise ValueError(f"image size {self.image_size} is too small (at least 16 px)")
 

@@ -220,6 +220,23 @@ def test_prepare_transposed_keeps_aspect() -> None:
     assert list(np.flatnonzero(out.any(axis=1))) == list(range(20, 40))
 
 
+def test_prepare_canvas_keeps_one_scale_for_crops_up_to_the_canvas() -> None:
+    """Canvas 120 px at S=60: a 60 px crop spans half the frame, a 30 px crop a quarter, so
+    length survives; a crop longer than the canvas is shrunk to fill the frame."""
+
+    def rows(length: int, canvas: int) -> int:
+        out = prepare(np.full((length, 10), 200, np.uint8), 60, canvas)
+        return len(np.flatnonzero(out.any(axis=1)))
+
+    assert abs(rows(60, 120) - 30) <= 2 and abs(rows(30, 120) - 15) <= 2  # +-resampling blur
+    assert rows(240, 120) == 60
+    assert rows(60, 0) == rows(30, 0) == 60  # no canvas: every crop fills the frame
+    np.testing.assert_array_equal(
+        prepare(np.full((60, 10), 200, np.uint8), 60, 40),
+        prepare(np.full((60, 10), 200, np.uint8), 60),
+    )
+
+
 def test_prepare_rejects_empty_and_non_2d() -> None:
     with pytest.raises(ValueError):
         prepare(np.zeros((0, 5), np.uint8), 32)

@@ -8,9 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from karyosearch.cli import app
+from karyosearch.image import load_prepared
+from karyosearch.inference import embed_arrays, embed_files
 from karyosearch.labels import CLASS_NAMES
 from karyosearch.model import load_encoder
-from karyosearch.train import PRESETS, TrainOptions, augment, train
+from karyosearch.train import PRESETS, TrainOptions, augment, canvas_for, train
 from tests.conftest import chromosome_array, write_image
 
 # No augmentation, constant learning rate, small batches: the loss must fall on 16 images.
@@ -22,6 +24,7 @@ PLAIN = {
     "scale": (1.0, 1.0),
     "translate": 0.0,
     "flips": False,
+    "vertical_flips": False,
     "intensity": 0.0,
     "schedule": "plateau",
     "lr": 1e-3,
@@ -67,6 +70,35 @@ def test_training_lowers_the_loss_and_resume_continues(tmp_path):
     assert losses[-1] < losses[0]
 
 
+def test_canvas_for_is_a_percentile_of_long_sides():
+    crops = [np.zeros((h, 5), np.uint8) for h in range(1, 101)]
+    assert canvas_for(crops, 0.0) == 0
+    assert canvas_for(crops, 95.0) == int(np.ceil(np.percentile(np.arange(1, 101), 95)))
+    assert canvas_for(crops, 100.0) == 100
+
+
+def test_fixed_scale_canvas_and_low_res_epochs_reach_the_checkpoint(tmp_path):
+    """The canvas chosen in training is stored in the checkpoint and used by embed_files;
+    progressive resizing trains the first epoch at low_res and the rest at image_size."""
+    data = make_folder_dataset(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    overrides = dict(PLAIN, canvas_percentile=90.0, low_res=24, low_res_fraction=0.5)
+    record = train(
+        TrainOptions(data=str(data), out=str(out), epochs=2, image_size=32, overrides=overrides),
+        log=lambda s: None,
+    )
+    assert [p["train_size"] for p in record["curve"]] == [24, 32]
+    model = load_encoder(out)
+    assert model.cfg.canvas == record["canvas"] > 0
+    path = sorted((data / "1").glob("*.png"))[0]
+    got = embed_files(model, [path]).embeddings
+    want, _ = embed_arrays(model, load_prepared(path, 32, canvas=model.cfg.canvas)[None])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    full, scaled = load_prepared(path, 32, canvas=model.cfg.canvas)
+    np.testing.assert_array_equal(full, load_prepared(path, 32))  # channel 0: the filled frame
+    assert scaled.sum() < full.sum()  # channel 1: the same crop smaller, at the canvas scale
+
+
 def test_augment_keeps_shape_and_range_and_is_seeded():
     x = torch.rand(6, 1, 32, 32)
     recipe = PRESETS["default"]
@@ -90,6 +122,30 @@ def test_cli_train_errors_are_one_line(tmp_path):
     )
     assert result.exit_code == 1 and "unknown preset" in result.output
     assert "Traceback" not in result.output
+    for bad, says in [
+        ("rotate", "KEY=VALUE"),
+        ("rotate=abc", "KEY=VALUE"),
+        ("nosuch=1", "unknown recipe field"),
+        ("rotate='x'", "takes a number"),
+        ("scale=(1,)", "takes 2 numbers"),
+        ("epochs=2.5", "whole number"),
+        ("flips=1", "True or False"),
+        ("optimizer='lion'", "adamw, sgd"),
+    ]:
+        result = runner.invoke(
+            app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--set", bad]
+        )
+        assert result.exit_code == 1 and says in result.output, (bad, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_recipe_overrides_take_the_field_type():
+    from karyosearch.train import resolve_recipe
+
+    opts = TrainOptions(data="d", out="o", overrides={"rotate": 30, "scale": [0.8, 1.2]})
+    recipe = resolve_recipe(opts)
+    assert recipe.rotate == 30.0 and isinstance(recipe.rotate, float)
+    assert recipe.scale == (0.8, 1.2) and recipe.epochs == PRESETS["default"].epochs
 
 
 @pytest.mark.parametrize("arch", ["resnext", "proxy-resnext"])
