@@ -60,8 +60,6 @@ class Recipe:
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
     # canvas this percentile of the training crops' long sides, so length is seen; 0: none
-    low_res: int = 0  # progressive resizing: train early epochs at this side (px; 0 = off)
-    low_res_fraction: float = 0.5  # share of the epochs trained at `low_res`
     patience: int = 0  # early stopping after this many epochs without improvement (0 = off)
     plateau_patience: int = 10  # ReduceLROnPlateau patience (paper)
 
@@ -459,17 +457,11 @@ def train(
         model.train()
         sampler.set_epoch(epoch)
         seen, loss_sum = 0, 0.0
-        low_res_epoch = recipe.low_res > 0 and epoch < round(
-            recipe.low_res_fraction * recipe.epochs
-        )
         advance = progress(f"epoch {epoch + 1}/{recipe.epochs}", len(sampler)) if progress else None
         for batch in sampler:
             x = torch.from_numpy(x_train[batch]).float().div_(255.0)
             x = x.unsqueeze(1) if x.ndim == 3 else x
-            x = augment(x, recipe, gen)
-            if low_res_epoch:
-                x = F.interpolate(x, size=recipe.low_res, mode="bilinear", antialias=True)
-            x = to_model_input(x, device)
+            x = to_model_input(augment(x, recipe, gen), device)
             y = torch.as_tensor(y_train[batch], device=device)
             with autocast(device):
                 emb, scores = model.embed_and_score(x)
@@ -503,7 +495,6 @@ def train(
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "weights": weights,
-            "train_size": recipe.low_res if low_res_epoch else recipe.image_size,
             "lr": opt.param_groups[0]["lr"],
         }
         record["curve"].append(point)

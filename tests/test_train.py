@@ -77,17 +77,15 @@ def test_canvas_for_is_a_percentile_of_long_sides():
     assert canvas_for(crops, 100.0) == 100
 
 
-def test_fixed_scale_canvas_and_low_res_epochs_reach_the_checkpoint(tmp_path):
-    """The canvas chosen in training is stored in the checkpoint and used by embed_files;
-    progressive resizing trains the first epoch at low_res and the rest at image_size."""
+def test_fixed_scale_canvas_reaches_the_checkpoint_and_embed_files(tmp_path):
+    """The canvas chosen in training is stored in the checkpoint and used by embed_files."""
     data = make_folder_dataset(tmp_path / "data")
     out = tmp_path / "m.pt"
-    overrides = dict(PLAIN, canvas_percentile=90.0, low_res=24, low_res_fraction=0.5)
+    overrides = dict(PLAIN, canvas_percentile=90.0)
     record = train(
         TrainOptions(data=str(data), out=str(out), epochs=2, image_size=32, overrides=overrides),
         log=lambda s: None,
     )
-    assert [p["train_size"] for p in record["curve"]] == [24, 32]
     model = load_encoder(out)
     assert model.cfg.canvas == record["canvas"] > 0
     path = sorted((data / "1").glob("*.png"))[0]
