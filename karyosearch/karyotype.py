@@ -15,7 +15,9 @@ hypothesis, so that two crops cannot both take the one free slot of a class.
   be left over as debris at `extra_cost` each.
 - Decision: hypothesis cost = assignment cost + penalty of its kind (0 for the normal
   karyotypes; fitted for `trisomy`, `sex_gain` and `monosomy_x` by `fit_penalty` on normal
-  training cells and abnormalities simulated from them). The cheapest hypothesis wins.
+  training cells and abnormalities simulated from them, together with the debris cost: a
+  cheap debris slot lets 46,XX swallow the third 21 of a trisomy). The cheapest hypothesis
+  wins.
 
 Counts alone cannot tell 45,X from a 46,XX or 46,XY cell whose missing crop is a sex
 chromosome: the penalty of 45,X against `missing_cost` is the prior that decides it. Missing
@@ -56,6 +58,8 @@ KINDS: tuple[str, ...] = ("normal", "trisomy", "sex_gain", "monosomy_x")
 PENALIZED_KINDS: tuple[str, ...] = KINDS[1:]
 NORMAL_KARYOTYPES: tuple[str, ...] = ("46,XX", "46,XY")
 PARAMS_FORMAT = "karyosearch-karyotype-params/1"
+# Debris costs tried by fit_penalty: from "a spare crop is common" to "never seen".
+EXTRA_COST_GRID: tuple[float, ...] = (3.0, 6.0, 10.0, 20.0)
 
 
 # --- hypotheses and ISCN strings ---------------------------------------------------------
@@ -738,20 +742,57 @@ def fit_penalty(
     grid: np.ndarray | None = None,
     rounds: int = 3,
     tolerance: float = 0.002,
+    extra_costs: Sequence[float] = EXTRA_COST_GRID,
 ) -> KaryotypeParams:
-    """Penalties per abnormal kind maximising balanced accuracy subject to FPR <= `max_fpr`.
+    """Penalties per abnormal kind, and the debris cost, maximising balanced accuracy subject
+    to FPR <= `max_fpr`.
 
     Balanced accuracy = (specificity on `normal` + exact-karyotype rate on `abnormal`) / 2.
-    Coordinate search over `grid` (default 0..20 by 0.25), a few rounds; among the values
-    within `tolerance` of the best the middle one is taken, the most robust to scores a little
-    less sure than the training cells' (a single simulated cell should not pin a penalty to a
-    grid edge). Where no value meets the FPR bound, the one with the lowest FPR wins.
+    For each debris cost in `extra_costs` (a cheap debris slot lets a normal karyotype
+    swallow the extra crop of a trisomy), the penalties are found by coordinate search over
+    `grid` (default 0..20 by 0.25), a few rounds; among the values within `tolerance` of the
+    best the middle one is taken, the most robust to scores a little less sure than the
+    training cells' (a single simulated cell should not pin a penalty to a grid edge). Where
+    no value meets the FPR bound, the one with the lowest FPR wins. The debris cost with the
+    best (FPR bound met, balanced accuracy) is kept, the cheaper one on a tie.
     Use training cells (`simulate_cells`), never test cells.
     """
     grid = np.round(np.arange(0.0, 20.0001, 0.25), 4) if grid is None else np.asarray(grid, float)
     cells = list(normal) + list(abnormal)
     truth = [c.karyotype for c in cells]
-    kc = KindCosts.of(cells, params)
+    best: tuple[tuple[bool, float], KaryotypeParams, dict[str, float]] | None = None
+    for extra in extra_costs:
+        trial = replace(params, extra_cost=float(extra))
+        kc = KindCosts.of(cells, trial)
+        pen = _fit_penalties(kc, truth, trial, max_fpr, grid, rounds, tolerance)
+        rates = call_rates(truth, kc.calls(pen))
+        key = (rates["fpr"] <= max_fpr, rates["balanced"])
+        if best is None or key > best[0]:
+            best = (key, replace(trial, penalties=pen), rates)
+    if best is None:
+        raise ValueError("extra_costs is empty")
+    _, fitted_params, rates = best
+    fitted = dict(params.fitted)
+    fitted["penalty"] = {
+        "max_fpr": max_fpr,
+        "n_normal": len(normal),
+        "n_abnormal": len(abnormal),
+        "extra_cost": fitted_params.extra_cost,
+        **{k: round(v, 4) for k, v in rates.items()},
+    }
+    return replace(fitted_params, fitted=fitted)
+
+
+def _fit_penalties(
+    kc: KindCosts,
+    truth: Sequence[str],
+    params: KaryotypeParams,
+    max_fpr: float,
+    grid: np.ndarray,
+    rounds: int,
+    tolerance: float,
+) -> dict[str, float]:
+    """Coordinate search of the penalties for one set of assignment costs (see fit_penalty)."""
     pen = dict(params.penalties)
 
     def score(p: dict[str, float]) -> tuple[bool, float, float]:
@@ -772,15 +813,7 @@ def fit_penalty(
             pen[kind] = float(grid[best[len(best) // 2]])
         if pen == before:
             break
-    rates = call_rates(truth, kc.calls(pen))
-    fitted = dict(params.fitted)
-    fitted["penalty"] = {
-        "max_fpr": max_fpr,
-        "n_normal": len(normal),
-        "n_abnormal": len(abnormal),
-        **{k: round(v, 4) for k, v in rates.items()},
-    }
-    return replace(params, penalties=pen, fitted=fitted)
+    return pen
 
 
 # --- files: one cell folder, or a folder of cells ----------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from karyosearch.datasets import Dataset, Item
 from karyosearch.errors import UserError
 from karyosearch.karyotype import (
+    EXTRA_COST_GRID,
     KaryotypeParams,
     LabelledCell,
     X,
@@ -248,6 +249,7 @@ def test_fit_penalty_separates_simulated_abnormal_cells() -> None:
     assert fit["fpr"] == 0.0
     assert fit["exact_abnormal"] > 0.9
     assert all(0.0 <= v <= 20.0 for v in params.penalties.values())
+    assert params.extra_cost == fit["extra_cost"] and params.extra_cost in EXTRA_COST_GRID
     # The fitted params call fresh simulated cells as well.
     normal2, abnormal2 = simulate_cells(_cells(4, 50), seed=2)
     cells = normal2 + abnormal2
