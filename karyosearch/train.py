@@ -84,7 +84,7 @@ PRESETS: dict[str, Recipe] = {
     # small rotation, zoom and shift, left-right flips, mild intensity jitter), no label
     # smoothing, and a weight EMA. Measured on BioImLab validation (paper split, seed 0, 14
     # epochs, 30 min): heavy augmentation (rotation up to 180 degrees, top-bottom flips, label
-    # smoothing 0.1) reached 76.3%, this light recipe 91-92% (README, "Training").
+    # smoothing 0.1) reached 76.3%, this light recipe 90.7% (README, "Training").
     "default": Recipe(
         image_size=64,
         stem="standard",
