@@ -19,7 +19,6 @@ Run it alone: two cores shared with anything else give wall times that mean noth
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -27,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from karyosearch.train import TrainOptions, train  # noqa: E402
+from karyosearch.atomic import atomic_path  # noqa: E402
+from karyosearch.errors import UserError  # noqa: E402
+from karyosearch.train import TrainOptions, parse_overrides, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
@@ -36,11 +37,7 @@ RESULTS = REPO / "benchmarks" / "results" / "recipes"
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """'name: key=value key=value' -> (name, overrides); values are Python literals."""
     name, _, rest = text.partition(":")
-    overrides = {}
-    for item in rest.split():
-        key, _, value = item.partition("=")
-        overrides[key] = ast.literal_eval(value)
-    return name.strip(), overrides
+    return name.strip(), parse_overrides(rest.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
+    try:
+        variants = [parse_variant(spec) for spec in args.variant]
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    for spec in args.variant:
-        name, overrides = parse_variant(spec)
+    for name, overrides in variants:
         result = args.results_dir / f"{name}.json"
         if result.exists():
             print(f"[skip] {name}: {result} exists")
@@ -79,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: print(line, flush=True),
         )
         record = {"variant": name, "overrides": overrides, "load_average": os.getloadavg()} | record
-        tmp = result.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, result)
+        with atomic_path(result) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         print(
             f"[done] {name}: best val {100 * record['val_accuracy']:.2f}% at epoch "
             f"{record['best_epoch']}, {record['train_seconds'] / 60:.1f} min",

@@ -210,7 +210,7 @@ def train_command(
     """
     from .model import ARCHS
     from .splits import SPLITS
-    from .train import TrainOptions, train
+    from .train import TrainOptions, parse_overrides, train
 
     if arch not in ARCHS:
         raise fail(f"unknown --arch {arch!r}: choose {', '.join(ARCHS)}")
@@ -262,22 +262,6 @@ def train_command(
             f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}, "
             f"{summary['train_seconds'] / 60:.1f} min -> {out}"
         )
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """['rotate=30.0', "scale=(0.8,1.2)"] -> {'rotate': 30.0, 'scale': (0.8, 1.2)}."""
-    import ast
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            if not sep or not key.strip():
-                raise ValueError
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise fail(f"--set {item!r}: expected KEY=VALUE with a Python literal value") from None
-    return out
 
 
 _BARS: list[Any] = []

@@ -38,6 +38,9 @@ EMBEDDING_DIM = 2048
 CHECKPOINT_FORMAT = "karyosearch-checkpoint/1"
 
 
+STEMS: tuple[str, ...] = ("standard", "small")  # see EncoderConfig.stem
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Everything needed to rebuild an encoder (stored in every checkpoint)."""
@@ -57,7 +60,7 @@ class EncoderConfig:
             raise ValueError(
                 f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}"
             )
-        if self.stem not in ("standard", "small"):
+        if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; choose standard or small")
         if self.in_chans != (2 if self.canvas else 1):
             raise ValueError(f"in_chans {self.in_chans} does not match canvas {self.canvas}")

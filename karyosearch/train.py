@@ -30,7 +30,7 @@ from .errors import UserError
 from .image import ImageError, load, prepare_input
 from .inference import autocast, to_model_input
 from .losses import NormalizedSoftmaxLoss
-from .model import Encoder, EncoderConfig, read_checkpoint, save_checkpoint
+from .model import STEMS, Encoder, EncoderConfig, read_checkpoint, save_checkpoint
 from .sampler import ClassBalancedBatchSampler
 from .splits import split_dataset
 
@@ -313,6 +313,27 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
     return recipe
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['rotate=30.0', 'scale=(0.8,1.2)'] -> {'rotate': 30.0, 'scale': (0.8, 1.2)}.
+
+    Values are Python literals; their types are checked against the recipe in
+    `resolve_recipe`."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise UserError(
+                f"--set {item!r}: expected KEY=VALUE with a Python literal value"
+            ) from None
+    return out
+
+
 def _checked_override(recipe: Recipe, key: str, value: Any) -> Any:
     """A recipe override with the field's type (a user's `--set` is checked, not trusted)."""
     if key not in Recipe.__dataclass_fields__:
@@ -342,7 +363,7 @@ def _checked_override(recipe: Recipe, key: str, value: Any) -> Any:
 
 
 _CHOICES = {
-    "stem": ("standard", "small"),
+    "stem": STEMS,
     "optimizer": ("adamw", "sgd"),
     "schedule": ("onecycle", "plateau"),
 }
