@@ -41,7 +41,6 @@ import datetime as dt
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -111,21 +110,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def machine() -> dict[str, Any]:
     import faiss
     import h5py
-    import torch
 
     import karyosearch
+    from karyosearch.machine import describe
 
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        **describe(),
         "memory_gb": _memory_gb(),
-        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "faiss": faiss.__version__,
         "faiss_omp_threads": faiss.omp_get_max_threads(),
         "h5py": h5py.__version__,

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -62,6 +60,7 @@ from karyosearch.karyotype import (
     true_karyotype,
 )
 from karyosearch.labels import CLASS_NAMES
+from karyosearch.machine import describe
 from karyosearch.splits import Split, split_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +111,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="at most this many cells per split side (0: all; for smoke runs)",
+    )
+    parser.add_argument(
+        "--scores-out",
+        type=Path,
+        default=None,
+        help="also save every embedded crop's scores, embedding (float16), label, cell and "
+        "split side as .npz, to study the assignment without embedding again",
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -288,21 +294,27 @@ def evaluate_cells(
     }
 
 
+def save_scores(path: Path, emb: Any, dataset: Dataset, cells: Sequence[CellRows]) -> None:
+    """The embedded crops, row-aligned: scores, float16 embeddings, labels, cells, sides."""
+    index = {it.path: i for i, it in enumerate(dataset.items)}
+    where = {i: c for c in cells for i in c.rows}
+    rows = [where[index[p]] for p in emb.paths]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        scores=emb.scores.astype(np.float32),
+        embeddings=emb.embeddings.astype(np.float16),
+        labels=np.asarray([dataset.items[index[p]].label for p in emb.paths]),
+        cell=np.asarray([c.cell_id for c in rows]),
+        side=np.asarray([c.side for c in rows]),
+        path=np.asarray(emb.paths),
+    )
+
+
 def machine(device: str) -> dict[str, Any]:
     import scipy
-    import torch
 
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "device": device,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return {**describe(), "scipy": scipy.__version__, "device": device}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed_seconds = time.perf_counter() - start
     row_of = {p: i for i, p in enumerate(emb.paths)}
     labels_all = np.asarray(dataset.labels)
+    if args.scores_out is not None:
+        save_scores(args.scores_out, emb, dataset, needed)
 
     def labelled(c: CellRows) -> tuple[LabelledCell, list[str]] | None:
         ok = [i for i in c.rows if dataset.items[i].path in row_of]

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ import PIL
 
 from karyosearch.datasets import read_dataset
 from karyosearch.image import PREPROCESS_VERSION, load_prepared
+from karyosearch.machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("bioimlab", "gband612")
@@ -62,16 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
+    return {**describe(), "pillow": PIL.__version__}
 
 
 def sample(paths: list[str], limit: int, seed: int) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,9 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from karyosearch.inference import cpu_has_fast_bf16  # noqa: E402
 from karyosearch.losses import NormalizedSoftmaxLoss  # noqa: E402
+from karyosearch.machine import describe  # noqa: E402
 from karyosearch.model import EncoderConfig, build_encoder  # noqa: E402
-from karyosearch.train import _cpu_name  # noqa: E402
 
 
 def time_steps(model, x, y, train: bool, bf16: bool, steps: int, warmup: int) -> list[float]:
@@ -71,7 +71,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stems", default="standard,small")
-    ap.add_argument("--skip-bf16", action="store_true", help="skip bf16 (very slow on AVX2 CPUs)")
+    ap.add_argument(
+        "--skip-bf16", action="store_true", help="skip bf16 (very slow on CPUs without it)"
+    )
     ap.add_argument("--json-out", default="benchmarks/results/train_throughput.json")
     args = ap.parse_args()
 
@@ -92,8 +94,9 @@ def main() -> None:
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
                 x = x0.contiguous(memory_format=torch.channels_last)
-            # bf16 on an AVX2 CPU is ~15x slower: time fewer steps so the run stays short
-            steps, warmup = (2, 1) if bf16 and device.type == "cpu" else (args.steps, args.warmup)
+            # bf16 on a CPU without native bf16 is ~15-60x slower: time fewer steps there
+            slow = bf16 and device.type == "cpu" and not cpu_has_fast_bf16()
+            steps, warmup = (2, 1) if slow else (args.steps, args.warmup)
             for mode in ("train", "inference"):
                 rates = time_steps(model, x, y, mode == "train", bf16, steps, warmup)
                 row = {
@@ -114,15 +117,7 @@ def main() -> None:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "device": args.device,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu": _cpu_name(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-        },
+        "machine": describe(),
         "load_average": os.getloadavg(),
         "results": rows,
     }

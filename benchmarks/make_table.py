@@ -125,8 +125,12 @@ def compute(runs: list[dict[str, Any]]) -> str:
         label = "GPU" if device == "cuda" else "CPU" if device == "cpu" else str(device)
         if train.get("device_name"):
             label += f" ({train['device_name']})"
+        if train.get("cpu_capability"):
+            label += f", {train['cpu_capability']}"
         if train.get("threads"):
             label += f", {train['threads']} thread{'s' if train['threads'] > 1 else ''}"
+        if "autocast" in train:
+            label += f", {train['autocast'] or 'fp32'}"
         names.add(label)
     return "; ".join(sorted(names))
 

@@ -13,7 +13,6 @@ information-retrieval recall) under the JSON keys fixed in DESIGN.md.
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import numpy as np
 from .datasets import Dataset
 from .errors import UserError
 from .labels import CLASS_NAMES
+from .machine import cpu_name
 from .metrics import classification_report, nearest_proxy_predict, recall_at_k
 from .splits import SPLITS, split_dataset
 
@@ -119,20 +119,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return None if not math.isfinite(float(value)) else float(value)
     return None
-
-
-def _cpu_name() -> str:
-    """The CPU model and core count, e.g. 'AMD EPYC 7B13 x2', where the system says."""
-    import os
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), ""
-            )
-    except OSError:
-        model = ""
-    return f"{model or platform.processor() or platform.machine()} x{os.cpu_count() or 1}"
 
 
 def _versions() -> dict[str, str]:
@@ -244,7 +230,7 @@ def evaluate(
         "eval_device": device.type,
         "eval_device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else _cpu_name(),
+        else cpu_name(),
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -188,8 +188,10 @@ class Encoder(nn.Module):
         return F.normalize(self.proxies.float(), dim=1)
 
     def proxy_scores(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Cosine of each embedding to each class proxy (N, num_classes)."""
-        return embedding @ self.unit_proxies().t()
+        """Cosine of each embedding to each class proxy (N, num_classes), in float32 even
+        under autocast (the karyotype's probabilities divide them by a small temperature)."""
+        with torch.autocast(embedding.device.type, enabled=False):
+            return embedding.float() @ self.unit_proxies().t()
 
     @property
     def score_temperature(self) -> float:
