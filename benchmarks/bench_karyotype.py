@@ -14,7 +14,9 @@ Protocol (nothing is fitted on test cells):
   karyotype metrics.
 - Temperature: fitted on the validation crops (NLL).
 - Penalties: fitted on training cells with simulated abnormalities (`simulate_cells`,
-  `fit_penalty`), false-positive rate on the simulated normal cells at most --max-fpr.
+  `fit_penalty`), false-positive rate at most --max-fpr on the simulated normal cells and
+  on the normal validation cells (--fpr-cells val: an encoder is surer of its training cells
+  than of new ones, so their FPR alone flatters).
 - Test: per-chromosome (crop) accuracy of the independent argmax and of the joint assignment,
   the share of crop errors the assignment removes, the exact-karyotype rate (also of a
   karyotype read from the argmax counts, for comparison), sensitivity / specificity of the
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from karyosearch.datasets import Dataset, read_dataset
+from karyosearch.inference import EmbeddedFiles
 from karyosearch.karyotype import (
     NORMAL_KARYOTYPES,
     KaryotypeParams,
@@ -101,6 +104,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="cells the penalties are fitted on (simulated abnormalities)",
     )
     parser.add_argument(
+        "--fpr-cells",
+        choices=("val", "none"),
+        default="val",
+        help="val: the penalties must also keep the FPR bound on the normal validation cells "
+        "(and copies missing a crop); none: on the simulated training cells only",
+    )
+    parser.add_argument(
         "--max-fpr",
         type=float,
         default=0.01,
@@ -118,6 +128,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also save every embedded crop's scores, embedding (float16), label, cell and "
         "split side as .npz, to study the assignment without embedding again",
+    )
+    parser.add_argument(
+        "--scores-in",
+        type=Path,
+        default=None,
+        help="read the crops' scores from a --scores-out file instead of embedding them",
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -294,8 +310,11 @@ def evaluate_cells(
     }
 
 
-def save_scores(path: Path, emb: Any, dataset: Dataset, cells: Sequence[CellRows]) -> None:
-    """The embedded crops, row-aligned: scores, float16 embeddings, labels, cells, sides."""
+def save_scores(
+    path: Path, emb: Any, dataset: Dataset, cells: Sequence[CellRows], fingerprint: str
+) -> None:
+    """The embedded crops, row-aligned: scores, float16 embeddings, labels, cells, sides,
+    and the fingerprint of the encoder that made them."""
     index = {it.path: i for i, it in enumerate(dataset.items)}
     where = {i: c for c in cells for i in c.rows}
     rows = [where[index[p]] for p in emb.paths]
@@ -308,7 +327,25 @@ def save_scores(path: Path, emb: Any, dataset: Dataset, cells: Sequence[CellRows
         cell=np.asarray([c.cell_id for c in rows]),
         side=np.asarray([c.side for c in rows]),
         path=np.asarray(emb.paths),
+        fingerprint=np.asarray(fingerprint),
     )
+
+
+def load_scores(path: Path, fingerprint: str, paths: set[str]) -> EmbeddedFiles:
+    """Crops saved by `save_scores` in place of embedding them again; the encoder must be the
+    one that made them, and they must cover `paths`."""
+    with np.load(path) as saved:
+        if str(saved["fingerprint"]) != fingerprint:
+            raise SystemExit(f"{path}: saved by another encoder ({saved['fingerprint']})")
+        kept = [i for i, p in enumerate(saved["path"].tolist()) if p in paths]
+        if len(kept) < len(paths):
+            raise SystemExit(f"{path}: holds {len(kept)} of the {len(paths)} crops needed")
+        return EmbeddedFiles(
+            [str(p) for p in saved["path"][kept]],
+            saved["embeddings"][kept].astype(np.float32),
+            saved["scores"][kept],
+            [],
+        )
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -348,12 +385,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     start = time.perf_counter()
-    emb = embed_files(encoder, paths, batch_size=args.batch_size)
+    if args.scores_in is not None:
+        emb = load_scores(args.scores_in, getattr(encoder, "fingerprint", ""), set(paths))
+    else:
+        emb = embed_files(encoder, paths, batch_size=args.batch_size)
     embed_seconds = time.perf_counter() - start
     row_of = {p: i for i, p in enumerate(emb.paths)}
     labels_all = np.asarray(dataset.labels)
     if args.scores_out is not None:
-        save_scores(args.scores_out, emb, dataset, needed)
+        save_scores(args.scores_out, emb, dataset, needed, getattr(encoder, "fingerprint", ""))
 
     def labelled(c: CellRows) -> tuple[LabelledCell, list[str]] | None:
         ok = [i for i in c.rows if dataset.items[i].path in row_of]
@@ -397,8 +437,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         and (lc := labelled(c)) is not None
     ]
     sim_normal, sim_abnormal = simulate_cells([lc for lc, _ in train_cells], seed=seed)
+    # ...held to the FPR bound on validation cells as well (the encoder never saw them, so
+    # its scores there are as sure as on new cells, not as sure as on its training cells)
+    held_out: list[LabelledCell] = []
+    if args.fpr_cells == "val" and "val" not in penalty_sides:
+        val_normal = [
+            lc
+            for c in cells
+            if c.side == "val"
+            and c.karyotype
+            and is_normal(c.karyotype)
+            and (lc := labelled(c)) is not None
+        ]
+        held_out = simulate_cells([lc for lc, _ in val_normal], seed=seed)[0]
     if sim_normal and sim_abnormal:
-        params = fit_penalty(sim_normal, sim_abnormal, params, max_fpr=args.max_fpr)
+        params = fit_penalty(
+            sim_normal, sim_abnormal, params, max_fpr=args.max_fpr, held_out_normal=held_out
+        )
     else:
         warnings.append("no training cells to fit penalties on: defaults are used")
     params.fitted.update(
@@ -408,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "split": split_name,
             "seed": seed,
             "penalty_cells": args.penalty_cells,
+            "fpr_cells": args.fpr_cells,
             "model_fingerprint": getattr(encoder, "fingerprint", ""),
             "at": dt.datetime.now().isoformat(timespec="seconds"),
         }

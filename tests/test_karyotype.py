@@ -258,6 +258,31 @@ def test_fit_penalty_separates_simulated_abnormal_cells() -> None:
     assert rates["fpr"] == 0.0 and rates["sensitivity"] > 0.9
 
 
+def test_fit_penalty_keeps_the_fpr_bound_on_held_out_normal_cells() -> None:
+    """Held-out cells are scored less surely than training cells: one crop of each is
+    taken for another class. Fitted on the training cells alone the penalties flag some of
+    them; held to the bound on them too, none."""
+    normal, abnormal = simulate_cells(_cells(6, 10), seed=1)
+    held = []
+    for c in _cells(6, 90):
+        scores = c.scores.copy()
+        row = int(np.flatnonzero(c.labels == class_index("7"))[0])
+        scores[row, class_index("7")] -= 7.0  # the encoder now takes this 7 for ...
+        scores[row, X] += 3.0  # ... an X (or anything but a 7)
+        held.append(LabelledCell(scores, c.labels, c.karyotype, c.cell_id))
+
+    def fpr(params: KaryotypeParams) -> float:
+        calls = [karyotype_scores(c.scores, paths_of(len(c.labels)), params) for c in held]
+        return call_rates([c.karyotype for c in held], [r.karyotype for r in calls])["fpr"]
+
+    alone = fit_penalty(normal, abnormal, PARAMS, max_fpr=0.0)
+    assert fpr(alone) > 0
+    both = fit_penalty(normal, abnormal, PARAMS, max_fpr=0.0, held_out_normal=held)
+    assert fpr(both) == 0.0
+    assert both.fitted["penalty"]["fpr_held_out"] == 0.0
+    assert both.fitted["penalty"]["n_held_out_normal"] == len(held)
+
+
 def test_abnormal_patient_split_puts_abnormal_patients_on_test() -> None:
     items = []
     for p in range(20):
