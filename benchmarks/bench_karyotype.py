@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from karyosearch.atomic import atomic_path
 from karyosearch.datasets import Dataset, read_dataset
 from karyosearch.inference import EmbeddedFiles
 from karyosearch.karyotype import (
@@ -311,24 +312,24 @@ def evaluate_cells(
 
 
 def save_scores(
-    path: Path, emb: Any, dataset: Dataset, cells: Sequence[CellRows], fingerprint: str
+    path: Path, emb: EmbeddedFiles, dataset: Dataset, cells: Sequence[CellRows], fingerprint: str
 ) -> None:
     """The embedded crops, row-aligned: scores, float16 embeddings, labels, cells, sides,
     and the fingerprint of the encoder that made them."""
     index = {it.path: i for i, it in enumerate(dataset.items)}
     where = {i: c for c in cells for i in c.rows}
     rows = [where[index[p]] for p in emb.paths]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        scores=emb.scores.astype(np.float32),
-        embeddings=emb.embeddings.astype(np.float16),
-        labels=np.asarray([dataset.items[index[p]].label for p in emb.paths]),
-        cell=np.asarray([c.cell_id for c in rows]),
-        side=np.asarray([c.side for c in rows]),
-        path=np.asarray(emb.paths),
-        fingerprint=np.asarray(fingerprint),
-    )
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            scores=emb.scores.astype(np.float32),
+            embeddings=emb.embeddings.astype(np.float16),
+            labels=np.asarray([dataset.items[index[p]].label for p in emb.paths]),
+            cell=np.asarray([c.cell_id for c in rows]),
+            side=np.asarray([c.side for c in rows]),
+            path=np.asarray(emb.paths),
+            fingerprint=np.asarray(fingerprint),
+        )
 
 
 def load_scores(path: Path, fingerprint: str, paths: set[str]) -> EmbeddedFiles:

@@ -30,8 +30,8 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     """bf16 autocast where it is faster: on CUDA, and on CPUs with native bf16.
 
     Measured with benchmarks/bench_train.py (ResNeXt-50 CBAM, 64 px, batch 64, 2 cores):
-    - AMD EPYC with AVX-512 BF16: training 58 img/s in fp32 channels_last, 82 img/s under
-      bf16 autocast; inference 188 against 318 img/s;
+    - AMD EPYC with AVX-512 BF16: training 60 img/s in fp32 channels_last, 89 img/s under
+      bf16 autocast; inference 207 against 374 img/s;
     - AMD EPYC with AVX2 only: training 40 img/s in fp32 channels_last, 2.4 img/s under bf16
       (emulated), so there the fast path is fp32 + channels_last.
     """
