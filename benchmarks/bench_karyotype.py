@@ -51,6 +51,7 @@ from karyosearch.atomic import atomic_path
 from karyosearch.datasets import Dataset, read_dataset
 from karyosearch.inference import EmbeddedFiles
 from karyosearch.karyotype import (
+    HOMOLOGUE_WEIGHT_GRID,
     NORMAL_KARYOTYPES,
     KaryotypeParams,
     LabelledCell,
@@ -109,13 +110,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("val", "none"),
         default="val",
         help="val: the penalties must also keep the FPR bound on the normal validation cells "
-        "(and copies missing a crop); none: on the simulated training cells only",
+        "(and copies missing a crop), and the debris cost and homologue weight are chosen on "
+        "them and abnormalities simulated from them; none: training cells only",
     )
     parser.add_argument(
         "--max-fpr",
         type=float,
         default=0.01,
         help="false-positive bound on simulated normal cells for the penalty fit",
+    )
+    parser.add_argument(
+        "--homologue-weights",
+        default=",".join(f"{w:g}" for w in HOMOLOGUE_WEIGHT_GRID),
+        help="homologue-likeness weights the fit tries, comma-separated (0: the term off)",
     )
     parser.add_argument(
         "--limit-cells",
@@ -237,7 +244,10 @@ def evaluate_cells(
     results, times = [], []
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
-        results = [karyotype_scores(c.scores, p, params) for c, p in zip(cells, paths, strict=True)]
+        results = [
+            karyotype_scores(c.scores, p, params, embeddings=c.embeddings)
+            for c, p in zip(cells, paths, strict=True)
+        ]
         times.append((time.perf_counter() - start) / max(len(cells), 1))
     labels = np.concatenate([c.labels for c in cells])
     argmax = np.concatenate([c.scores.argmax(1) for c in cells])
@@ -400,9 +410,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = [i for i in c.rows if dataset.items[i].path in row_of]
         if not ok or c.karyotype is None:
             return None
-        scores = emb.scores[[row_of[dataset.items[i].path] for i in ok]]
+        rows = [row_of[dataset.items[i].path] for i in ok]
         return (
-            LabelledCell(scores, labels_all[ok], c.karyotype, c.cell_id),
+            LabelledCell(
+                emb.scores[rows], labels_all[ok], c.karyotype, c.cell_id, emb.embeddings[rows]
+            ),
             [dataset.items[i].path for i in ok],
         )
 
@@ -441,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ...held to the FPR bound on validation cells as well (the encoder never saw them, so
     # its scores there are as sure as on new cells, not as sure as on its training cells)
     held_out: list[LabelledCell] = []
+    held_out_abnormal: list[LabelledCell] = []
     if args.fpr_cells == "val" and "val" not in penalty_sides:
         val_normal = [
             lc
@@ -450,10 +463,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             and is_normal(c.karyotype)
             and (lc := labelled(c)) is not None
         ]
-        held_out = simulate_cells([lc for lc, _ in val_normal], seed=seed)[0]
+        held_out, held_out_abnormal = simulate_cells([lc for lc, _ in val_normal], seed=seed)
     if sim_normal and sim_abnormal:
         params = fit_penalty(
-            sim_normal, sim_abnormal, params, max_fpr=args.max_fpr, held_out_normal=held_out
+            sim_normal,
+            sim_abnormal,
+            params,
+            max_fpr=args.max_fpr,
+            held_out_normal=held_out,
+            held_out_abnormal=held_out_abnormal,
+            homologue_weights=[float(w) for w in args.homologue_weights.split(",")],
         )
     else:
         warnings.append("no training cells to fit penalties on: defaults are used")
@@ -507,7 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     c = ev["crops"]
     print(
-        f"T = {temperature:.4g}; penalties {params.penalties} (fit: {params.fitted.get('penalty')})"
+        f"T = {temperature:.4g}; penalties {params.penalties}, homologue weight "
+        f"{params.homologue_weight:g} (fit: {params.fitted.get('penalty')})"
     )
     print(f"test: {ev['n_cells']} cells ({ev['n_abnormal']} abnormal), {c['n_crops']} crops")
     print(

@@ -18,6 +18,12 @@ hypothesis, so that two crops cannot both take the one free slot of a class.
   training cells and abnormalities simulated from them, together with the debris cost: a
   cheap debris slot lets 46,XX swallow the third 21 of a trisomy). The cheapest hypothesis
   wins.
+- Homologues (optional, with the crops' embeddings): the crops of one class in one cell are
+  homologues, and homologues of one metaphase look alike (same banding, same condensation).
+  Each hypothesis' assignment earns `homologue_weight` x sum over crop pairs given the same
+  class of (cosine - `homologue_threshold`), so a hypothesis that puts a look-alike of another
+  class beside a class's homologues (the third 18 called a second Y: 47,XYY for 47,XY,+18)
+  pays for it. The weight is fitted with the penalties (0 turns it off).
 
 Counts alone cannot tell 45,X from a 46,XX or 46,XY cell whose missing crop is a sex
 chromosome: the penalty of 45,X against `missing_cost` is the prior that decides it. Missing
@@ -35,7 +41,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +66,8 @@ NORMAL_KARYOTYPES: tuple[str, ...] = ("46,XX", "46,XY")
 PARAMS_FORMAT = "karyosearch-karyotype-params/1"
 # Debris costs tried by fit_penalty: from "a spare crop is common" to "never seen".
 EXTRA_COST_GRID: tuple[float, ...] = (3.0, 6.0, 10.0, 20.0)
+# Homologue-likeness weights tried by fit_penalty (0: the term off).
+HOMOLOGUE_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 # --- hypotheses and ISCN strings ---------------------------------------------------------
@@ -192,6 +200,8 @@ class KaryotypeParams:
     max_extra: int = 1  # at most this many crops left over
     review_margin: float = 0.4  # review a crop whose top-2 probability margin is below this
     include_xxyy: bool = True  # consider 48,XXYY
+    homologue_weight: float = 0.0  # weight of the homologue likeness term (0: off)
+    homologue_threshold: float = 0.5  # embedding cosine of a same-class pair that is neutral
     fitted: dict[str, Any] = field(default_factory=dict)  # how the values were fitted, and on what
 
     def __post_init__(self) -> None:
@@ -277,10 +287,12 @@ class Assignment:
     penalty: float  # prior cost of the hypothesis (0 for normal karyotypes)
     labels: np.ndarray  # (N,) class index per crop; -1 for a crop left over as debris
     missing: np.ndarray  # (classes,) empty slots per class
+    homologue_score: float = 0.0  # sum over same-class crop pairs of (cosine - threshold)
+    homologue_weight: float = 0.0  # params.homologue_weight when it was scored
 
     @property
     def cost(self) -> float:
-        return self.assignment_cost + self.penalty
+        return self.assignment_cost + self.penalty - self.homologue_weight * self.homologue_score
 
     @property
     def n_missing(self) -> int:
@@ -291,14 +303,34 @@ class Assignment:
         return int((self.labels < 0).sum())
 
 
+def homologue_score(similarity: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Sum over pairs of crops assigned the same class (debris, -1, excluded) of
+    (similarity - threshold): how much an assignment's classes look like sets of homologues."""
+    same = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    return float((np.asarray(similarity)[np.triu(same, 1)] - threshold).sum())
+
+
+def crop_similarity(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine between every two crops of a cell, from their unit embeddings (N, D)."""
+    e = np.asarray(embeddings, dtype=np.float32)
+    return e @ e.T
+
+
 def assign(
-    logp: np.ndarray, hypothesis: Hypothesis, params: KaryotypeParams, relaxed: bool = False
+    logp: np.ndarray,
+    hypothesis: Hypothesis,
+    params: KaryotypeParams,
+    relaxed: bool = False,
+    similarity: np.ndarray | None = None,
 ) -> Assignment | None:
     """Minimum-cost assignment of crops (rows of `logp`) to the hypothesis' slots.
 
     Cost = sum over crops of -log p(assigned class) + missing_cost per empty slot
     + extra_cost per crop left as debris. None when the crop count is out of reach
     (more than `max_missing` slots or `max_extra` crops over); `relaxed` lifts both limits.
+    With `similarity` (crop_similarity of the crops' embeddings) the assignment is also
+    scored for homologue likeness (`homologue_score`), which `cost` weighs by
+    `params.homologue_weight`; the matching itself uses `logp` alone.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -321,38 +353,59 @@ def assign(
     labels[rows[in_slot]] = slot_class[cols[in_slot]]
     total = float(cost[rows, cols].sum()) + params.missing_cost * n_slots
     missing = counts - np.bincount(labels[labels >= 0], minlength=len(counts))
-    return Assignment(hypothesis, total, params.penalty(hypothesis.kind), labels, missing)
+    likeness = (
+        homologue_score(similarity, labels, params.homologue_threshold)
+        if similarity is not None
+        else 0.0
+    )
+    return Assignment(
+        hypothesis,
+        total,
+        params.penalty(hypothesis.kind),
+        labels,
+        missing,
+        likeness,
+        params.homologue_weight,
+    )
 
 
-def rank_hypotheses(logp: np.ndarray, params: KaryotypeParams) -> tuple[list[Assignment], bool]:
-    """Every feasible hypothesis' assignment, cheapest first, and whether the cell was complete.
-
-    When the crop count fits no hypothesis within the missing/extra limits (a cell cut out
-    far from whole), the limits are lifted and the second value is False.
-    """
+def all_assignments(
+    logp: np.ndarray, params: KaryotypeParams, similarity: np.ndarray | None = None
+) -> tuple[list[Assignment], bool]:
+    """Every feasible hypothesis' assignment, in `hypotheses()` order, and whether the cell was
+    complete: when the crop count fits no hypothesis within the missing/extra limits (a cell
+    cut out far from whole), the limits are lifted and the second value is False."""
     hyps = hypotheses(params.include_xxyy)
-    ranked = [a for h in hyps if (a := assign(logp, h, params)) is not None]
-    complete = bool(ranked)
-    if not complete:
-        ranked = [a for h in hyps if (a := assign(logp, h, params, relaxed=True)) is not None]
+    found = [a for h in hyps if (a := assign(logp, h, params, similarity=similarity)) is not None]
+    if found:
+        return found, True
+    return [assign(logp, h, params, True, similarity) for h in hyps], False  # type: ignore[misc]
+
+
+def rank_hypotheses(
+    logp: np.ndarray, params: KaryotypeParams, similarity: np.ndarray | None = None
+) -> tuple[list[Assignment], bool]:
+    """Every feasible hypothesis' assignment, cheapest first, and whether the cell was complete
+    (see `all_assignments`)."""
+    ranked, complete = all_assignments(logp, params, similarity)
     order = sorted(
         range(len(ranked)), key=lambda i: (ranked[i].cost, i)
     )  # stable: normal first on ties
     return [ranked[i] for i in order], complete
 
 
-def hypothesis_costs(logp: np.ndarray, params: KaryotypeParams) -> np.ndarray:
-    """Assignment cost (no penalty) per hypothesis in `hypotheses()` order; inf: out of reach."""
+def hypothesis_costs(
+    logp: np.ndarray, params: KaryotypeParams, similarity: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per hypothesis in `hypotheses()` order: the assignment cost (no penalty; inf: out of
+    reach) and the homologue score (0 without `similarity`)."""
     hyps = hypotheses(params.include_xxyy)
-    out = np.full(len(hyps), np.inf)
-    for i, h in enumerate(hyps):
-        a = assign(logp, h, params)
-        if a is not None:
-            out[i] = a.assignment_cost
-    if not np.isfinite(out).any():
-        for i, h in enumerate(hyps):
-            out[i] = assign(logp, h, params, relaxed=True).assignment_cost  # type: ignore[union-attr]
-    return out
+    index = {h.name: i for i, h in enumerate(hyps)}
+    costs, likeness = np.full(len(hyps), np.inf), np.zeros(len(hyps))
+    for a in all_assignments(logp, params, similarity)[0]:
+        costs[index[a.hypothesis.name]] = a.assignment_cost
+        likeness[index[a.hypothesis.name]] = a.homologue_score
+    return costs, likeness
 
 
 # --- the report of one cell --------------------------------------------------------------
@@ -438,10 +491,13 @@ def karyotype_scores(
     params: KaryotypeParams,
     top: int = 5,
     cell: str | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> CellKaryotype:
     """The karyotype of one cell from its crops' class scores (N, 24) (pure; no files read).
 
-    `params.temperature` None means the scores are already logits (T = 1).
+    `params.temperature` None means the scores are already logits (T = 1). `embeddings`
+    (N, D), the crops' unit embeddings, let the hypotheses be weighed for homologue likeness
+    (`params.homologue_weight`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
@@ -452,7 +508,9 @@ def karyotype_scores(
         raise UserError("a cell needs at least one chromosome crop")
     temperature = params.temperature or 1.0
     logp = log_probs(scores, temperature)
-    ranked, complete = rank_hypotheses(logp, params)
+    use_likeness = embeddings is not None and params.homologue_weight > 0
+    similarity = crop_similarity(embeddings) if use_likeness else None
+    ranked, complete = rank_hypotheses(logp, params, similarity)
     best = ranked[0]
     probs = np.exp(logp)
     top2 = np.sort(probs, axis=1)[:, -2:]
@@ -509,6 +567,7 @@ def karyotype_scores(
                 "cost": round(a.cost, 4),
                 "assignment_cost": round(a.assignment_cost, 4),
                 "penalty": a.penalty,
+                "homologue_score": round(a.homologue_score, 4),
                 "missing": a.n_missing,
                 "extra": a.n_extra,
             }
@@ -595,6 +654,34 @@ class LabelledCell:
     labels: np.ndarray  # (N,) true class index per crop
     karyotype: str  # true ISCN karyotype
     cell_id: str = ""
+    embeddings: np.ndarray | None = None  # (N, D) unit embeddings, for homologue likeness
+
+    def keep(self, rows: np.ndarray, karyotype: str | None = None, tag: str = "") -> LabelledCell:
+        """The cell with only `rows` (a boolean mask or indices) kept."""
+        return LabelledCell(
+            self.scores[rows],
+            self.labels[rows],
+            self.karyotype if karyotype is None else karyotype,
+            self.cell_id + tag,
+            None if self.embeddings is None else self.embeddings[rows],
+        )
+
+    def plus(self, donor: LabelledCell, row: int, karyotype: str, tag: str) -> LabelledCell:
+        """The cell with crop `row` of `donor` added."""
+        return LabelledCell(
+            np.vstack([self.scores, donor.scores[row][None]]),
+            np.append(self.labels, donor.labels[row]),
+            karyotype,
+            self.cell_id + tag,
+            None
+            if self.embeddings is None or donor.embeddings is None
+            else np.vstack([self.embeddings, donor.embeddings[row][None]]),
+        )
+
+    @cached_property
+    def similarity(self) -> np.ndarray | None:
+        """crop_similarity of the embeddings (None without), computed once."""
+        return None if self.embeddings is None else crop_similarity(self.embeddings)
 
 
 def simulate_cells(
@@ -614,29 +701,14 @@ def simulate_cells(
         for ri, lab in enumerate(c.labels):
             by_class.setdefault(int(lab), []).append((ci, ri))
 
-    def donor(cls: int, not_cell: int) -> np.ndarray | None:
+    def donor(cls: int, not_cell: int) -> tuple[int, int] | None:
         pool = [p for p in by_class.get(cls, []) if p[0] != not_cell]
-        if not pool:
-            return None
-        ci, ri = pool[rng.integers(len(pool))]
-        return base[ci].scores[ri]
+        return pool[rng.integers(len(pool))] if pool else None
 
-    def make(
-        c: LabelledCell,
-        add: tuple[int, np.ndarray] | None,
-        remove: int | None,
-        counts: np.ndarray,
-        tag: str,
-    ) -> LabelledCell:
-        scores, labels = c.scores, c.labels
-        if remove is not None:
-            keep = np.ones(len(labels), bool)
-            keep[remove] = False
-            scores, labels = scores[keep], labels[keep]
-        if add is not None:
-            scores = np.vstack([scores, add[1][None]])
-            labels = np.append(labels, add[0])
-        return LabelledCell(scores, labels, iscn(counts), f"{c.cell_id}{tag}")
+    def without(c: LabelledCell, row: int, karyotype: str | None, tag: str) -> LabelledCell:
+        keep = np.ones(len(c.labels), bool)
+        keep[row] = False
+        return c.keep(keep, karyotype, tag)
 
     def random_autosome_row(c: LabelledCell, labels: np.ndarray, avoid: int = -1) -> int | None:
         rows = np.flatnonzero((labels < N_AUTOSOMES) & (labels != avoid))
@@ -649,66 +721,73 @@ def simulate_cells(
         normals.append(c)
         r = random_autosome_row(c, c.labels)
         if r is not None:
-            normals.append(make(c, None, r, counts, "-miss"))
+            normals.append(without(c, r, None, "-miss"))
         sims: list[LabelledCell] = []
         n = int(rng.integers(N_AUTOSOMES))
-        row = donor(n, ci)
-        if row is not None:
-            sims.append(
-                make(c, (n, row), None, counts + np.eye(NUM_CLASSES, dtype=int)[n], f"+{n + 1}")
-            )
+        found = donor(n, ci)
+        if found is not None:
+            gained = iscn(counts + np.eye(NUM_CLASSES, dtype=int)[n])
+            sims.append(c.plus(base[found[0]], found[1], gained, f"+{n + 1}"))
         gain = X if rng.random() < 0.5 else Y
-        row = donor(gain, ci)
-        if row is not None:
-            sims.append(
-                make(
-                    c,
-                    (gain, row),
-                    None,
-                    counts + np.eye(NUM_CLASSES, dtype=int)[gain],
-                    f"+{CLASS_NAMES[gain]}",
-                )
-            )
+        found = donor(gain, ci)
+        if found is not None:
+            gained = iscn(counts + np.eye(NUM_CLASSES, dtype=int)[gain])
+            sims.append(c.plus(base[found[0]], found[1], gained, f"+{CLASS_NAMES[gain]}"))
         lose = Y if counts[Y] else X
         rows = np.flatnonzero(c.labels == lose)
         if len(rows):
-            sims.append(make(c, None, int(rows[0]), normal_counts("X"), f"-{CLASS_NAMES[lose]}"))
+            sims.append(without(c, int(rows[0]), iscn(normal_counts("X")), f"-{CLASS_NAMES[lose]}"))
         for s in sims:
             if rng.random() < missing_share:
                 gained = [k for k in range(N_AUTOSOMES) if Counter(s.labels.tolist())[k] > 2]
                 r = random_autosome_row(s, s.labels, gained[0] if gained else -1)
                 if r is not None:
-                    keep = np.ones(len(s.labels), bool)
-                    keep[r] = False
-                    s = LabelledCell(
-                        s.scores[keep], s.labels[keep], s.karyotype, s.cell_id + "-miss"
-                    )
+                    s = without(s, r, None, "-miss")
             abnormals.append(s)
     return normals, abnormals
 
 
 @dataclass
-class KindCosts:
-    """Per cell, the cheapest assignment cost within each kind, and which hypothesis it was."""
+class HypothesisCosts:
+    """Per cell and hypothesis (`hypotheses()` order): the assignment cost and the homologue
+    score, computed once so that penalties and homologue weights can be tried without
+    assigning again."""
 
-    costs: np.ndarray  # (cells, len(KINDS)) min assignment cost per kind (inf if none)
-    best: list[list[str]]  # per cell, per kind, the name of the cheapest hypothesis
+    costs: np.ndarray  # (cells, hypotheses) assignment cost without penalty; inf: out of reach
+    likeness: np.ndarray  # (cells, hypotheses) homologue score (0 without embeddings)
+    include_xxyy: bool  # which hypotheses() the columns are
 
     @classmethod
-    def of(cls, cells: Sequence[LabelledCell], params: KaryotypeParams) -> KindCosts:
-        hyps = hypotheses(params.include_xxyy)
-        kind_of = np.array([KINDS.index(h.kind) for h in hyps])
-        costs = np.full((len(cells), len(KINDS)), np.inf)
-        best: list[list[str]] = []
+    def of(cls, cells: Sequence[LabelledCell], params: KaryotypeParams) -> HypothesisCosts:
+        n_hyps = len(hypotheses(params.include_xxyy))
+        costs, likeness = np.full((len(cells), n_hyps), np.inf), np.zeros((len(cells), n_hyps))
         for ci, c in enumerate(cells):
-            hc = hypothesis_costs(log_probs(c.scores, params.temperature or 1.0), params)
-            names = [""] * len(KINDS)
-            for k in range(len(KINDS)):
-                idx = np.flatnonzero(kind_of == k)
-                j = idx[np.argmin(hc[idx])]
-                costs[ci, k], names[k] = hc[j], hyps[j].name
-            best.append(names)
-        return cls(costs, best)
+            logp = log_probs(c.scores, params.temperature or 1.0)
+            costs[ci], likeness[ci] = hypothesis_costs(logp, params, c.similarity)
+        return cls(costs, likeness, params.include_xxyy)
+
+    def kinds(self, homologue_weight: float) -> KindCosts:
+        """The cheapest hypothesis of each kind per cell, with the homologue term weighed in."""
+        hyps = hypotheses(self.include_xxyy)
+        kind_of = np.array([KINDS.index(h.kind) for h in hyps])
+        total = self.costs - homologue_weight * self.likeness
+        costs = np.full((len(total), len(KINDS)), np.inf)
+        best = [[""] * len(KINDS) for _ in range(len(total))]
+        for k in range(len(KINDS)):
+            idx = np.flatnonzero(kind_of == k)
+            j = idx[np.argmin(total[:, idx], axis=1)]
+            costs[:, k] = total[np.arange(len(total)), j]
+            for ci, jj in enumerate(j):
+                best[ci][k] = hyps[jj].name
+        return KindCosts(costs, best)
+
+
+@dataclass
+class KindCosts:
+    """Per cell, the cheapest cost within each kind (no penalty), and which hypothesis it was."""
+
+    costs: np.ndarray  # (cells, len(KINDS)) min cost per kind (inf if none)
+    best: list[list[str]]  # per cell, per kind, the name of the cheapest hypothesis
 
     def calls(self, penalties: dict[str, float]) -> list[str]:
         """The winning karyotype of every cell under the given penalties."""
@@ -744,9 +823,12 @@ def fit_penalty(
     tolerance: float = 0.002,
     extra_costs: Sequence[float] = EXTRA_COST_GRID,
     held_out_normal: Sequence[LabelledCell] = (),
+    homologue_weights: Sequence[float] = HOMOLOGUE_WEIGHT_GRID,
+    held_out_abnormal: Sequence[LabelledCell] = (),
 ) -> KaryotypeParams:
-    """Penalties per abnormal kind, and the debris cost, maximising balanced accuracy subject
-    to FPR <= `max_fpr`, on the simulated cells and on `held_out_normal` alike.
+    """Penalties per abnormal kind, the debris cost and the homologue weight, maximising
+    balanced accuracy subject to FPR <= `max_fpr`, on the simulated cells and on
+    `held_out_normal` alike.
 
     Balanced accuracy = (specificity on `normal` + exact-karyotype rate on `abnormal`) / 2.
     For each debris cost in `extra_costs` (a cheap debris slot lets a normal karyotype
@@ -754,31 +836,47 @@ def fit_penalty(
     `grid` (default 0..20 by 0.25), a few rounds; among the values within `tolerance` of the
     best the middle one is taken, the most robust to scores a little less sure than the
     training cells' (a single simulated cell should not pin a penalty to a grid edge). Where
-    no value meets the FPR bound, the one with the lowest FPR wins. The debris cost with the
-    best (FPR bound met, balanced accuracy) is kept, the cheaper one on a tie.
+    no value meets the FPR bound, the one with the lowest FPR wins. The debris cost and
+    homologue weight (`homologue_weights`, tried only where every cell has embeddings) with
+    the best (FPR bound met, balanced accuracy) are kept, the cheaper debris and the smaller
+    weight on a tie.
     Use training cells (`simulate_cells`), never test cells. An encoder is surer of the
     cells it was trained on than of new ones, so their FPR flatters: `held_out_normal`
     (validation cells the encoder never saw, as `simulate_cells` returns them) holds the
-    penalties to the FPR bound on new cells too.
+    penalties to the FPR bound on new cells too. With `held_out_abnormal` (abnormalities
+    simulated from those validation cells) the debris cost and homologue weight are chosen by
+    the balanced accuracy on the held-out cells instead of the training cells': homologues of
+    a training cell look more alike to the encoder than those of a new cell do.
     """
     grid = np.round(np.arange(0.0, 20.0001, 0.25), 4) if grid is None else np.asarray(grid, float)
     cells = list(normal) + list(abnormal)
     truth = [c.karyotype for c in cells]
     held_truth = [c.karyotype for c in held_out_normal]
+    held_all = list(held_out_normal) + list(held_out_abnormal)
+    held_all_truth = [c.karyotype for c in held_all]
+    with_embeddings = all(c.embeddings is not None for c in [*cells, *held_all])
+    weights = [float(w) for w in homologue_weights] if with_embeddings else [0.0]
     best: tuple[tuple[bool, float], KaryotypeParams, dict[str, float]] | None = None
     for extra in extra_costs:
         trial = replace(params, extra_cost=float(extra))
-        kc = KindCosts.of(cells, trial)
-        held = (KindCosts.of(held_out_normal, trial), held_truth) if held_out_normal else None
-        pen = _fit_penalties(kc, truth, trial, max_fpr, grid, rounds, tolerance, held)
-        rates = call_rates(truth, kc.calls(pen))
-        if held is not None:
-            rates["fpr_held_out"] = call_rates(held_truth, held[0].calls(pen))["fpr"]
-        key = (_fpr_ok(rates, max_fpr), rates["balanced"])
-        if best is None or key > best[0]:
-            best = (key, replace(trial, penalties=pen), rates)
+        costs = HypothesisCosts.of(cells, trial)
+        held_costs = HypothesisCosts.of(held_out_normal, trial) if held_out_normal else None
+        select_costs = HypothesisCosts.of(held_all, trial) if held_out_abnormal else None
+        for weight in weights:
+            kc = costs.kinds(weight)
+            held = (held_costs.kinds(weight), held_truth) if held_costs is not None else None
+            pen = _fit_penalties(kc, truth, trial, max_fpr, grid, rounds, tolerance, held)
+            rates = call_rates(truth, kc.calls(pen))
+            if held is not None:
+                rates["fpr_held_out"] = call_rates(held_truth, held[0].calls(pen))["fpr"]
+            if select_costs is not None:
+                on_held = call_rates(held_all_truth, select_costs.kinds(weight).calls(pen))
+                rates["balanced_held_out"] = on_held["balanced"]
+            key = (_fpr_ok(rates, max_fpr), rates.get("balanced_held_out", rates["balanced"]))
+            if best is None or key > best[0]:
+                best = (key, replace(trial, penalties=pen, homologue_weight=weight), rates)
     if best is None:
-        raise ValueError("extra_costs is empty")
+        raise ValueError("extra_costs or homologue_weights is empty")
     _, fitted_params, rates = best
     fitted = dict(params.fitted)
     fitted["penalty"] = {
@@ -786,7 +884,10 @@ def fit_penalty(
         "n_normal": len(normal),
         "n_abnormal": len(abnormal),
         "n_held_out_normal": len(held_out_normal),
+        "n_held_out_abnormal": len(held_out_abnormal),
         "extra_cost": fitted_params.extra_cost,
+        "homologue_weight": fitted_params.homologue_weight,
+        "homologue_weights_tried": weights,
         **{k: round(v, 4) for k, v in rates.items()},
     }
     return replace(fitted_params, fitted=fitted)
@@ -904,7 +1005,11 @@ def karyotype_cell(
     if not emb.paths:
         raise UserError(f"none of the {len(paths)} images could be read ({emb.errors[0]})")
     result = karyotype_scores(
-        emb.scores, emb.paths, params.with_temperature(encoder.score_temperature), cell=cell
+        emb.scores,
+        emb.paths,
+        params.with_temperature(encoder.score_temperature),
+        cell=cell,
+        embeddings=emb.embeddings,
     )
     result.skipped = _skipped([], emb.errors)
     result.embeddings = emb.embeddings
@@ -1035,7 +1140,11 @@ def karyotype_folder_of_cells(
             errors.append({"cell": str(f.folder), "reason": "none of its images could be read"})
             continue
         result = karyotype_scores(
-            emb.scores[rows], [emb.paths[i] for i in rows], params, cell=str(f.folder)
+            emb.scores[rows],
+            [emb.paths[i] for i in rows],
+            params,
+            cell=str(f.folder),
+            embeddings=emb.embeddings[rows],
         )
         result.embeddings = emb.embeddings[rows]
         result.skipped = _skipped(

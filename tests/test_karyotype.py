@@ -19,9 +19,11 @@ from karyosearch.karyotype import (
     assign,
     call_rates,
     collect_cell,
+    crop_similarity,
     find_cell_folders,
     fit_penalty,
     fit_temperature,
+    homologue_score,
     hypotheses,
     hypothesis_named,
     iscn,
@@ -232,6 +234,53 @@ def _cells(n: int, seed: int) -> list[LabelledCell]:
     return out
 
 
+def test_homologue_score_sums_same_class_pairs_by_hand() -> None:
+    sim = np.array(
+        [
+            [1.0, 0.9, 0.2, 0.1],
+            [0.9, 1.0, 0.3, 0.0],
+            [0.2, 0.3, 1.0, 0.4],
+            [0.1, 0.0, 0.4, 1.0],
+        ]
+    )
+    # crops 0, 1 and 2 in class 5 (pairs 0-1, 0-2, 1-2), crop 3 debris
+    labels = np.array([5, 5, 5, -1])
+    assert homologue_score(sim, labels, 0.5) == pytest.approx(
+        (0.9 - 0.5) + (0.2 - 0.5) + (0.3 - 0.5)
+    )
+    # no two crops share a class: nothing to score
+    assert homologue_score(sim, np.array([0, 1, 2, 3]), 0.5) == 0.0
+
+
+def homologue_embeddings(labels: np.ndarray, seed: int = 0, dim: int = 64) -> np.ndarray:
+    """Unit embeddings where crops of one class lie close together (homologues look alike)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(CLASS_NAMES), dim))
+    e = centres[labels] + 0.3 * rng.normal(size=(len(labels), dim))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_homologue_likeness_tells_a_third_18_from_a_second_y() -> None:
+    """47,XY,+18 where the third 18 scores a little more like a Y: by the scores alone the cell
+    reads 47,XYY; its embedding looks like the other two 18s, so with the homologue term the
+    cell reads 47,XY,+18."""
+    labels = labels_of(counts_with("XY", c18=1))
+    s = scores_of(labels, seed=7)
+    third = np.flatnonzero(labels == class_index("18"))[2]
+    s[third, Y] = s[third, class_index("18")] + 1.0
+    emb = homologue_embeddings(labels, seed=7)
+    penalties = {"trisomy": 1.0, "sex_gain": 1.0}
+    plain = KaryotypeParams(temperature=1.0, penalties=penalties)
+    assert karyotype_scores(s, paths_of(47), plain, embeddings=emb).karyotype == "47,XYY"
+    weighed = KaryotypeParams(temperature=1.0, penalties=penalties, homologue_weight=2.0)
+    r = karyotype_scores(s, paths_of(47), weighed, embeddings=emb)
+    assert r.karyotype == "47,XY,+18"
+    assert r.hypotheses[0]["homologue_score"] > r.hypotheses[1]["homologue_score"]
+    # without embeddings the weight has nothing to weigh
+    assert karyotype_scores(s, paths_of(47), weighed).karyotype == "47,XYY"
+    assert crop_similarity(emb).shape == (47, 47)
+
+
 def test_simulated_cells_carry_their_true_karyotypes() -> None:
     normal, abnormal = simulate_cells(_cells(6, 0), seed=0)
     assert len(normal) == 12
@@ -256,6 +305,85 @@ def test_fit_penalty_separates_simulated_abnormal_cells() -> None:
     calls = [karyotype_scores(c.scores, paths_of(len(c.labels)), params).karyotype for c in cells]
     rates = call_rates([c.karyotype for c in cells], calls)
     assert rates["fpr"] == 0.0 and rates["sensitivity"] > 0.9
+
+
+def test_simulation_and_fit_carry_the_embeddings() -> None:
+    """Simulated cells keep each crop's embedding on its row (removed crops and added donors
+    included), and the fit chooses a homologue weight from its grid when every cell has
+    embeddings, and none without."""
+    base = _cells(6, 10)
+    # tag embeddings: column 0 the crop's label, column 1 its cell
+    tagged = [
+        LabelledCell(
+            c.scores, c.labels, c.karyotype, c.cell_id, np.c_[c.labels, np.full(len(c.labels), i)]
+        )
+        for i, c in enumerate(base)
+    ]
+    normal, abnormal = simulate_cells(tagged, seed=1)
+    for c in normal + abnormal:
+        assert np.array_equal(c.embeddings[:, 0], c.labels)
+        own = int(c.cell_id[4])  # "cell3+21" -> 3
+        donors = np.flatnonzero(c.embeddings[:, 1] != own)
+        gained = "+" in c.cell_id.split("-")[0]
+        assert list(donors) == ([len(c.labels) - 1] if gained else [])
+
+    cells = [
+        LabelledCell(c.scores, c.labels, c.karyotype, c.cell_id, homologue_embeddings(c.labels, i))
+        for i, c in enumerate(base)
+    ]
+    params = fit_penalty(
+        *simulate_cells(cells, seed=1), PARAMS, max_fpr=0.0, homologue_weights=(0.0, 1.0)
+    )
+    assert params.homologue_weight in (0.0, 1.0)
+    assert params.fitted["penalty"]["homologue_weights_tried"] == [0.0, 1.0]
+    plain = fit_penalty(*simulate_cells(base, seed=1), PARAMS, max_fpr=0.0)
+    assert plain.homologue_weight == 0.0
+    assert plain.fitted["penalty"]["homologue_weights_tried"] == [0.0]
+
+
+def test_held_out_abnormal_cells_choose_the_homologue_weight() -> None:
+    """Training cells are scored surely, so the homologue term changes nothing there and the
+    smallest weight wins the tie. Held-out trisomy 18 cells whose third 18 scores a little
+    like a Y need the term: chosen on them, the weight is positive and they are called +18."""
+
+    def with_embeddings(cells: list[LabelledCell], seed: int) -> list[LabelledCell]:
+        return [
+            LabelledCell(
+                c.scores, c.labels, c.karyotype, c.cell_id, homologue_embeddings(c.labels, seed + i)
+            )
+            for i, c in enumerate(cells)
+        ]
+
+    normal, abnormal = simulate_cells(with_embeddings(_cells(6, 10), 0), seed=1)
+    held_normal = simulate_cells(with_embeddings(_cells(4, 70), 40), seed=2)[0]
+    held_abnormal = []
+    for i in range(4):
+        labels = labels_of(counts_with("XY", c18=1))
+        s = scores_of(labels, seed=80 + i, sure=6.0, noise=0.8)
+        third = np.flatnonzero(labels == class_index("18"))[2]
+        s[third, Y] = s[third, class_index("18")] + 3.0
+        emb = homologue_embeddings(labels, 80 + i)
+        held_abnormal.append(LabelledCell(s, labels, "47,XY,+18", f"held{i}", emb))
+    weights = (0.0, 1.0, 4.0)
+    on_train = fit_penalty(normal, abnormal, PARAMS, max_fpr=0.0, homologue_weights=weights)
+    assert on_train.homologue_weight == 0.0
+    chosen = fit_penalty(
+        normal,
+        abnormal,
+        PARAMS,
+        max_fpr=0.0,
+        homologue_weights=weights,
+        held_out_normal=held_normal,
+        held_out_abnormal=held_abnormal,
+    )
+    assert chosen.homologue_weight > 0.0
+    fit = chosen.fitted["penalty"]
+    assert fit["n_held_out_abnormal"] == 4 and fit["fpr_held_out"] == 0.0
+    calls = [
+        karyotype_scores(c.scores, paths_of(47), chosen, embeddings=c.embeddings).karyotype
+        for c in held_abnormal
+    ]
+    assert calls == ["47,XY,+18"] * 4
 
 
 def test_fit_penalty_keeps_the_fpr_bound_on_held_out_normal_cells() -> None:
