@@ -16,7 +16,9 @@ Protocol (nothing is fitted on test cells):
 - Penalties: fitted on training cells with simulated abnormalities (`simulate_cells`,
   `fit_penalty`), false-positive rate at most --max-fpr on the simulated normal cells and
   on the normal validation cells (--fpr-cells val: an encoder is surer of its training cells
-  than of new ones, so their FPR alone flatters).
+  than of new ones, so their FPR alone flatters). The debris cost and the homologue weight
+  (--homologue-weights) are chosen by balanced accuracy on the validation cells and
+  abnormalities simulated from them, for the same reason.
 - Test: per-chromosome (crop) accuracy of the independent argmax and of the joint assignment,
   the share of crop errors the assignment removes, the exact-karyotype rate (also of a
   karyotype read from the argmax counts, for comparison), sensitivity / specificity of the
