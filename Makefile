@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
 # The bundled encoder: Proxy-ResNeXt-CBAM, 64 px, trained from scratch on the BioImLab
-# `paper` split, seed 0 (float16 weights; its training record is inside the file).
+# `paper` split, seed 0, 105 epochs (float16 weights; its training record is inside the file).
 MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
