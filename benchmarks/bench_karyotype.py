@@ -123,7 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--homologue-weights",
-        default=",".join(f"{w:g}" for w in HOMOLOGUE_WEIGHT_GRID),
+        type=_weights,
+        default=list(HOMOLOGUE_WEIGHT_GRID),
         help="homologue-likeness weights the fit tries, comma-separated (0: the term off)",
     )
     parser.add_argument(
@@ -149,6 +150,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of the assignment")
     return parser.parse_args(argv)
+
+
+def _weights(text: str) -> list[float]:
+    """'0,1,4' -> [0.0, 1.0, 4.0] (argparse reports a bad list in one line)."""
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, comma-separated: {text!r}") from None
 
 
 @dataclass
@@ -474,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_fpr=args.max_fpr,
             held_out_normal=held_out,
             held_out_abnormal=held_out_abnormal,
-            homologue_weights=[float(w) for w in args.homologue_weights.split(",")],
+            homologue_weights=args.homologue_weights,
         )
     else:
         warnings.append("no training cells to fit penalties on: defaults are used")

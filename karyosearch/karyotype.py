@@ -23,7 +23,8 @@ hypothesis, so that two crops cannot both take the one free slot of a class.
   Each hypothesis' assignment earns `homologue_weight` x sum over crop pairs given the same
   class of (cosine - `homologue_threshold`), so a hypothesis that puts a look-alike of another
   class beside a class's homologues (the third 18 called a second Y: 47,XYY for 47,XY,+18)
-  pays for it. The weight is fitted with the penalties (0 turns it off).
+  pays for it. The weight is fitted with the penalties and chosen on held-out cells (0 turns
+  it off).
 
 Counts alone cannot tell 45,X from a 46,XX or 46,XY cell whose missing crop is a sex
 chromosome: the penalty of 45,X against `missing_cost` is the prior that decides it. Missing
@@ -656,14 +657,16 @@ class LabelledCell:
     cell_id: str = ""
     embeddings: np.ndarray | None = None  # (N, D) unit embeddings, for homologue likeness
 
-    def keep(self, rows: np.ndarray, karyotype: str | None = None, tag: str = "") -> LabelledCell:
-        """The cell with only `rows` (a boolean mask or indices) kept."""
+    def without(self, row: int, karyotype: str | None, tag: str) -> LabelledCell:
+        """The cell with crop `row` removed (`karyotype` None: the same karyotype)."""
+        keep = np.ones(len(self.labels), bool)
+        keep[row] = False
         return LabelledCell(
-            self.scores[rows],
-            self.labels[rows],
+            self.scores[keep],
+            self.labels[keep],
             self.karyotype if karyotype is None else karyotype,
             self.cell_id + tag,
-            None if self.embeddings is None else self.embeddings[rows],
+            None if self.embeddings is None else self.embeddings[keep],
         )
 
     def plus(self, donor: LabelledCell, row: int, karyotype: str, tag: str) -> LabelledCell:
@@ -705,11 +708,6 @@ def simulate_cells(
         pool = [p for p in by_class.get(cls, []) if p[0] != not_cell]
         return pool[rng.integers(len(pool))] if pool else None
 
-    def without(c: LabelledCell, row: int, karyotype: str | None, tag: str) -> LabelledCell:
-        keep = np.ones(len(c.labels), bool)
-        keep[row] = False
-        return c.keep(keep, karyotype, tag)
-
     def random_autosome_row(c: LabelledCell, labels: np.ndarray, avoid: int = -1) -> int | None:
         rows = np.flatnonzero((labels < N_AUTOSOMES) & (labels != avoid))
         return int(rows[rng.integers(len(rows))]) if len(rows) else None
@@ -721,7 +719,7 @@ def simulate_cells(
         normals.append(c)
         r = random_autosome_row(c, c.labels)
         if r is not None:
-            normals.append(without(c, r, None, "-miss"))
+            normals.append(c.without(r, None, "-miss"))
         sims: list[LabelledCell] = []
         n = int(rng.integers(N_AUTOSOMES))
         found = donor(n, ci)
@@ -736,13 +734,13 @@ def simulate_cells(
         lose = Y if counts[Y] else X
         rows = np.flatnonzero(c.labels == lose)
         if len(rows):
-            sims.append(without(c, int(rows[0]), iscn(normal_counts("X")), f"-{CLASS_NAMES[lose]}"))
+            sims.append(c.without(int(rows[0]), iscn(normal_counts("X")), f"-{CLASS_NAMES[lose]}"))
         for s in sims:
             if rng.random() < missing_share:
                 gained = [k for k in range(N_AUTOSOMES) if Counter(s.labels.tolist())[k] > 2]
                 r = random_autosome_row(s, s.labels, gained[0] if gained else -1)
                 if r is not None:
-                    s = without(s, r, None, "-miss")
+                    s = s.without(r, None, "-miss")
             abnormals.append(s)
     return normals, abnormals
 
