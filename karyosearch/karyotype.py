@@ -850,25 +850,30 @@ def fit_penalty(
     cells = list(normal) + list(abnormal)
     truth = [c.karyotype for c in cells]
     held_truth = [c.karyotype for c in held_out_normal]
-    held_all = list(held_out_normal) + list(held_out_abnormal)
-    held_all_truth = [c.karyotype for c in held_all]
-    with_embeddings = all(c.embeddings is not None for c in [*cells, *held_all])
+    abnormal_truth = [c.karyotype for c in held_out_abnormal]
+    with_embeddings = all(
+        c.embeddings is not None for c in [*cells, *held_out_normal, *held_out_abnormal]
+    )
     weights = [float(w) for w in homologue_weights] if with_embeddings else [0.0]
     best: tuple[tuple[bool, float], KaryotypeParams, dict[str, float]] | None = None
     for extra in extra_costs:
         trial = replace(params, extra_cost=float(extra))
         costs = HypothesisCosts.of(cells, trial)
         held_costs = HypothesisCosts.of(held_out_normal, trial) if held_out_normal else None
-        select_costs = HypothesisCosts.of(held_all, trial) if held_out_abnormal else None
+        abnormal_costs = HypothesisCosts.of(held_out_abnormal, trial) if held_out_abnormal else None
         for weight in weights:
             kc = costs.kinds(weight)
             held = (held_costs.kinds(weight), held_truth) if held_costs is not None else None
             pen = _fit_penalties(kc, truth, trial, max_fpr, grid, rounds, tolerance, held)
             rates = call_rates(truth, kc.calls(pen))
+            held_calls = held[0].calls(pen) if held is not None else []
             if held is not None:
-                rates["fpr_held_out"] = call_rates(held_truth, held[0].calls(pen))["fpr"]
-            if select_costs is not None:
-                on_held = call_rates(held_all_truth, select_costs.kinds(weight).calls(pen))
+                rates["fpr_held_out"] = call_rates(held_truth, held_calls)["fpr"]
+            if abnormal_costs is not None:
+                on_held = call_rates(
+                    held_truth + abnormal_truth,
+                    held_calls + abnormal_costs.kinds(weight).calls(pen),
+                )
                 rates["balanced_held_out"] = on_held["balanced"]
             key = (_fpr_ok(rates, max_fpr), rates.get("balanced_held_out", rates["balanced"]))
             if best is None or key > best[0]:

@@ -260,6 +260,16 @@ def homologue_embeddings(labels: np.ndarray, seed: int = 0, dim: int = 64) -> np
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
+def with_embeddings(cells: list[LabelledCell], seed: int) -> list[LabelledCell]:
+    """The cells with homologue_embeddings of their labels (seeded per cell)."""
+    return [
+        LabelledCell(
+            c.scores, c.labels, c.karyotype, c.cell_id, homologue_embeddings(c.labels, seed + i)
+        )
+        for i, c in enumerate(cells)
+    ]
+
+
 def test_homologue_likeness_tells_a_third_18_from_a_second_y() -> None:
     """47,XY,+18 where the third 18 scores a little more like a Y: by the scores alone the cell
     reads 47,XYY; its embedding looks like the other two 18s, so with the homologue term the
@@ -327,12 +337,11 @@ def test_simulation_and_fit_carry_the_embeddings() -> None:
         gained = "+" in c.cell_id.split("-")[0]
         assert list(donors) == ([len(c.labels) - 1] if gained else [])
 
-    cells = [
-        LabelledCell(c.scores, c.labels, c.karyotype, c.cell_id, homologue_embeddings(c.labels, i))
-        for i, c in enumerate(base)
-    ]
     params = fit_penalty(
-        *simulate_cells(cells, seed=1), PARAMS, max_fpr=0.0, homologue_weights=(0.0, 1.0)
+        *simulate_cells(with_embeddings(base, 0), seed=1),
+        PARAMS,
+        max_fpr=0.0,
+        homologue_weights=(0.0, 1.0),
     )
     assert params.homologue_weight in (0.0, 1.0)
     assert params.fitted["penalty"]["homologue_weights_tried"] == [0.0, 1.0]
@@ -345,15 +354,6 @@ def test_held_out_abnormal_cells_choose_the_homologue_weight() -> None:
     """Training cells are scored surely, so the homologue term changes nothing there and the
     smallest weight wins the tie. Held-out trisomy 18 cells whose third 18 scores a little
     like a Y need the term: chosen on them, the weight is positive and they are called +18."""
-
-    def with_embeddings(cells: list[LabelledCell], seed: int) -> list[LabelledCell]:
-        return [
-            LabelledCell(
-                c.scores, c.labels, c.karyotype, c.cell_id, homologue_embeddings(c.labels, seed + i)
-            )
-            for i, c in enumerate(cells)
-        ]
-
     normal, abnormal = simulate_cells(with_embeddings(_cells(6, 10), 0), seed=1)
     held_normal = simulate_cells(with_embeddings(_cells(4, 70), 40), seed=2)[0]
     held_abnormal = []
