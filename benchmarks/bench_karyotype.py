@@ -12,6 +12,9 @@ Protocol (nothing is fitted on test cells):
   trisomy, an autosome with fewer than 2 crops a crop not cut out; cells with no sex
   chromosome or more than 2 missing crops (the 36-image G-band cell) are left out of the
   karyotype metrics.
+- Size: each crop's chromosome area relative to its cell's (`karyotype.relative_sizes`); the
+  per-class size model is fitted on the training cells, and the temperature and size weight
+  together on the validation crops (NLL; `fit_size_weight`). --no-size leaves size out.
 - Temperature: fitted on the validation crops (NLL).
 - Penalties: fitted on training cells with simulated abnormalities (`simulate_cells`,
   `fit_penalty`), false-positive rate at most --max-fpr on the simulated normal cells and
@@ -43,7 +46,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +60,15 @@ from karyosearch.karyotype import (
     NORMAL_KARYOTYPES,
     KaryotypeParams,
     LabelledCell,
+    cell_log_probs,
     fit_penalty,
+    fit_size_model,
+    fit_size_weight,
     fit_temperature,
     is_normal,
     karyotype_scores,
     params_path,
+    relative_sizes,
     save_params,
     simulate_cells,
     true_karyotype,
@@ -126,6 +133,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=_weights,
         default=list(HOMOLOGUE_WEIGHT_GRID),
         help="homologue-likeness weights the fit tries, comma-separated (0: the term off)",
+    )
+    parser.add_argument(
+        "--no-size",
+        action="store_true",
+        help="leave the crops' sizes within their cells out (the ablation)",
     )
     parser.add_argument(
         "--limit-cells",
@@ -220,10 +232,14 @@ def leak_warnings(
     return out
 
 
-def crop_metrics(labels: np.ndarray, argmax: np.ndarray, joint: np.ndarray) -> dict[str, Any]:
-    """Per-chromosome accuracy without (argmax) and with the joint assignment (-1 = debris,
-    counted wrong), and the share of argmax errors the assignment removes."""
+def crop_metrics(
+    labels: np.ndarray, argmax: np.ndarray, joint: np.ndarray, argmax_sized: np.ndarray
+) -> dict[str, Any]:
+    """Per-chromosome accuracy of the encoder alone (argmax), of each crop with its size in
+    the cell (argmax_sized; the same as argmax without a size model) and of the joint
+    assignment (-1 = debris, counted wrong), and the share of the encoder's errors each removes."""
     err_ind = int((argmax != labels).sum())
+    err_sized = int((argmax_sized != labels).sum())
     err_joint = int((joint != labels).sum())
     per_class = {}
     for k, name in enumerate(CLASS_NAMES):
@@ -237,10 +253,13 @@ def crop_metrics(labels: np.ndarray, argmax: np.ndarray, joint: np.ndarray) -> d
     return {
         "n_crops": int(len(labels)),
         "accuracy_independent": float(1 - err_ind / max(len(labels), 1)),
+        "accuracy_with_size": float(1 - err_sized / max(len(labels), 1)),
         "accuracy_joint": float(1 - err_joint / max(len(labels), 1)),
         "errors_independent": err_ind,
+        "errors_with_size": err_sized,
         "errors_joint": err_joint,
         "errors_removed": float((err_ind - err_joint) / err_ind) if err_ind else 0.0,
+        "errors_removed_by_size": float((err_ind - err_sized) / err_ind) if err_ind else 0.0,
         "per_class": per_class,
     }
 
@@ -256,12 +275,15 @@ def evaluate_cells(
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
         results = [
-            karyotype_scores(c.scores, p, params, embeddings=c.embeddings)
+            karyotype_scores(c.scores, p, params, embeddings=c.embeddings, sizes=c.sizes)
             for c, p in zip(cells, paths, strict=True)
         ]
         times.append((time.perf_counter() - start) / max(len(cells), 1))
     labels = np.concatenate([c.labels for c in cells])
     argmax = np.concatenate([c.scores.argmax(1) for c in cells])
+    argmax_sized = np.concatenate(
+        [cell_log_probs(c.scores, params, c.sizes).argmax(1) for c in cells]
+    )
     joint = np.concatenate(
         [[CLASS_NAMES.index(cr.label) if not cr.extra else -1 for cr in r.crops] for r in results]
     )
@@ -296,7 +318,7 @@ def evaluate_cells(
         "n_cells": len(cells),
         "n_normal": int(normal.sum()),
         "n_abnormal": int((~normal).sum()),
-        "crops": crop_metrics(labels, argmax, joint),
+        "crops": crop_metrics(labels, argmax, joint, argmax_sized),
         "exact_karyotype_rate": float(exact.mean()) if len(cells) else None,
         "exact_karyotype_rate_argmax_counts": float(
             np.mean([t == k for t, k in zip(truth, argmax_calls, strict=True)])
@@ -350,6 +372,7 @@ def save_scores(
             side=np.asarray([c.side for c in rows]),
             path=np.asarray(emb.paths),
             fingerprint=np.asarray(fingerprint),
+            areas=emb.areas.astype(np.float32),
         )
 
 
@@ -362,11 +385,14 @@ def load_scores(path: Path, fingerprint: str, paths: set[str]) -> EmbeddedFiles:
         kept = [i for i, p in enumerate(saved["path"].tolist()) if p in paths]
         if len(kept) < len(paths):
             raise SystemExit(f"{path}: holds {len(kept)} of the {len(paths)} crops needed")
+        if "areas" not in saved:
+            raise SystemExit(f"{path}: holds no crop areas (an older file); embed again")
         return EmbeddedFiles(
             [str(p) for p in saved["path"][kept]],
             saved["embeddings"][kept].astype(np.float32),
             saved["scores"][kept],
             [],
+            saved["areas"][kept],
         )
 
 
@@ -424,32 +450,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [row_of[dataset.items[i].path] for i in ok]
         return (
             LabelledCell(
-                emb.scores[rows], labels_all[ok], c.karyotype, c.cell_id, emb.embeddings[rows]
+                emb.scores[rows],
+                labels_all[ok],
+                c.karyotype,
+                c.cell_id,
+                emb.embeddings[rows],
+                None if args.no_size else relative_sizes(emb.areas[rows]),
             ),
             [dataset.items[i].path for i in ok],
         )
 
-    # 1. temperature on validation crops
-    val_rows = [
-        row_of[dataset.items[i].path]
-        for c in cells
-        if c.side == "val"
-        for i in c.rows
-        if dataset.items[i].path in row_of
-    ]
-    val_labels = [
-        dataset.items[i].label
-        for c in cells
-        if c.side == "val"
-        for i in c.rows
-        if dataset.items[i].path in row_of
-    ]
+    def crops_on(sides: set[str]) -> tuple[list[int], list[int], np.ndarray]:
+        """Embedded rows, labels and relative sizes (each within its cell) of the crops of
+        the cells on `sides`."""
+        rows, labels, sizes = [], [], []
+        for c in cells:
+            ok = [i for i in c.rows if dataset.items[i].path in row_of]
+            if c.side in sides and ok:
+                r = [row_of[dataset.items[i].path] for i in ok]
+                rows += r
+                labels += [dataset.items[i].label for i in ok]
+                sizes.append(relative_sizes(emb.areas[r]))
+        return rows, labels, np.concatenate(sizes) if sizes else np.zeros(0)
+
+    # 1. temperature on validation crops; with size, the size model on training crops and the
+    # temperature and size weight together on validation crops
+    val_rows, val_labels, val_sizes = crops_on({"val"})
     if val_rows:
         temperature = fit_temperature(emb.scores[val_rows], val_labels)
     else:
         temperature = encoder.score_temperature
         warnings.append("no validation crops: the encoder's training temperature is used")
     params = KaryotypeParams(temperature=temperature)
+    if not args.no_size and val_rows:
+        train_rows, train_labels, train_sizes = crops_on(penalty_sides)
+        mean, sd = fit_size_model([train_sizes], [np.asarray(train_labels)])
+        params = fit_size_weight(
+            emb.scores[val_rows],
+            val_sizes,
+            val_labels,
+            replace(params, size_mean=mean, size_sd=sd),
+        )
+        temperature = float(params.temperature or temperature)
 
     # 2. penalties on training cells with simulated abnormalities
     train_cells = [
@@ -490,6 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     params.fitted.update(
         {
             "temperature": {"value": temperature, "n_val_crops": len(val_rows)},
+            "size": {
+                "weight": params.size_weight,
+                "model_cells": args.penalty_cells,
+                "weight_cells": "val",
+            }
+            if params.size_mean is not None
+            else None,
             "dataset": str(dataset.root),
             "split": split_name,
             "seed": seed,
@@ -538,12 +587,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = ev["crops"]
     print(
         f"T = {temperature:.4g}; penalties {params.penalties}, homologue weight "
-        f"{params.homologue_weight:g} (fit: {params.fitted.get('penalty')})"
+        f"{params.homologue_weight:g}, size weight {params.size_weight:.3g} "
+        f"(fit: {params.fitted.get('penalty')})"
     )
     print(f"test: {ev['n_cells']} cells ({ev['n_abnormal']} abnormal), {c['n_crops']} crops")
     print(
-        f"  crop accuracy: independent {c['accuracy_independent']:.4f}, joint "
-        f"{c['accuracy_joint']:.4f}; errors removed {c['errors_removed']:.1%}"
+        f"  crop accuracy: independent {c['accuracy_independent']:.4f}, with size "
+        f"{c['accuracy_with_size']:.4f}, joint {c['accuracy_joint']:.4f}; errors removed "
+        f"{c['errors_removed']:.1%} (by size alone {c['errors_removed_by_size']:.1%})"
     )
     print(
         f"  exact karyotype: {ev['exact_karyotype_rate']:.3f} "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .image import ImageError, Polarity, load_prepared
+from .image import ImageError, Polarity, foreground_area, load, prepare_input
 from .model import Encoder
 
 
@@ -83,6 +83,7 @@ class EmbeddedFiles:
     embeddings: np.ndarray  # (len(paths), 2048) float32, unit norm
     scores: np.ndarray  # (len(paths), classes) class scores (see Encoder.embed_and_score)
     errors: list[ImageError]  # files that could not be read, with the reason
+    areas: np.ndarray  # (len(paths),) chromosome pixels per crop (image.foreground_area)
 
 
 def embed_files(
@@ -95,19 +96,21 @@ def embed_files(
 ) -> EmbeddedFiles:
     """Load, prepare and embed files; unreadable files are collected as errors, not raised.
 
-    Images are read on a thread pool while the network runs (PIL releases the GIL).
+    Images are read on a thread pool while the network runs (PIL releases the GIL). Each
+    crop's chromosome area is kept too (the network sees every crop at one size).
     `progress(n)` is called with the number of files finished after each batch.
     """
     size = encoder.cfg.image_size
     ok_paths: list[str] = []
     errors: list[ImageError] = []
-    embs, scores = [], []
+    embs, scores, areas = [], [], []
 
-    def read(path: str | os.PathLike) -> np.ndarray | ImageError:
+    def read(path: str | os.PathLike) -> tuple[np.ndarray, int] | ImageError:
         try:
-            return load_prepared(path, size, polarity, encoder.cfg.canvas)
+            crop = load(path, polarity)
         except ImageError as err:
             return err
+        return prepare_input(crop, size, encoder.cfg.canvas), foreground_area(crop)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, len(paths), batch_size):
@@ -118,7 +121,8 @@ def embed_files(
                     errors.append(result)
                 else:
                     ok_paths.append(str(path))
-                    arrays.append(result)
+                    arrays.append(result[0])
+                    areas.append(result[1])
             if arrays:
                 e, s = embed_arrays(encoder, np.stack(arrays), batch_size, fast)
                 embs.append(e)
@@ -131,4 +135,5 @@ def embed_files(
         np.concatenate(embs) if embs else np.zeros((0, 2048), np.float32),
         np.concatenate(scores) if scores else np.zeros((0, n_classes), np.float32),
         errors,
+        np.asarray(areas, dtype=np.float32),
     )

@@ -6,6 +6,13 @@ hypothesis, so that two crops cannot both take the one free slot of a class.
 
 - Per-crop log-probabilities: `log_softmax(scores / T)`, T fitted on validation crops by
   minimising the negative log-likelihood (`fit_temperature`).
+- Size (optional, with each crop's chromosome area): the encoder sees every crop filling its
+  frame, so it cannot tell a long chromosome from a short one; within one metaphase it can be
+  told. A crop's relative size is log(area) - median log(area) of its cell (`relative_sizes`,
+  free of the cell's condensation and the scanner's scale); a Gaussian per class, fitted on
+  training cells (`fit_size_model`), gives log p(size | class), and the log-probabilities
+  become `log_softmax(scores / T + size_weight * log p(size | class))`, with T and the weight
+  fitted together on validation crops (`fit_size_weight`).
 - Hypotheses (`hypotheses`): 46,XX and 46,XY; 47,XX,+n and 47,XY,+n for every autosome n;
   45,X; 47,XXY; 47,XXX; 47,XYY; 48,XXYY. Each is an expected count per class, i.e. a set of
   slots.
@@ -180,6 +187,81 @@ def fit_temperature(
     return float(np.exp(res.x))
 
 
+# --- relative size within the cell ------------------------------------------------------
+
+MIN_SIZE_SD = 0.02  # floor of a class's spread of relative log size (a class seen in few cells)
+
+
+def relative_sizes(areas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """log(area) - median(log area) over the crops of one cell: each crop's size relative to
+    its cell's, free of how condensed the metaphase was and of the scanner's scale."""
+    logs = np.log(np.maximum(np.asarray(areas, dtype=np.float64), 1.0))
+    return logs - np.median(logs) if len(logs) else logs
+
+
+def fit_size_model(
+    sizes: Sequence[np.ndarray], labels: Sequence[np.ndarray]
+) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of relative size per class over training cells (each
+    cell's `relative_sizes` and true labels); a class with no crop gets mean 0, sd 1."""
+    s, y = np.concatenate(list(sizes)), np.concatenate(list(labels)).astype(int)
+    mean, sd = np.zeros(NUM_CLASSES), np.ones(NUM_CLASSES)
+    for c in range(NUM_CLASSES):
+        if (y == c).sum() >= 2:
+            mean[c], sd[c] = s[y == c].mean(), max(s[y == c].std(), MIN_SIZE_SD)
+    return mean.round(5).tolist(), sd.round(5).tolist()
+
+
+def size_log_likelihood(
+    sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]
+) -> np.ndarray:
+    """log N(size; mean_c, sd_c) per crop and class, up to a constant: shape (N, classes)."""
+    sizes, mean, sd = np.asarray(sizes, float), np.asarray(mean, float), np.asarray(sd, float)
+    return -0.5 * ((sizes[:, None] - mean) / sd) ** 2 - np.log(sd)
+
+
+def cell_log_probs(
+    scores: np.ndarray, params: KaryotypeParams, sizes: np.ndarray | None = None
+) -> np.ndarray:
+    """A cell's per-crop class log-probabilities: `log_probs`, with the size term added when
+    `params` has a size model and weight and the crops' `relative_sizes` are given."""
+    temperature = params.temperature or 1.0
+    if sizes is None or not params.size_weight or params.size_mean is None:
+        return log_probs(scores, temperature)
+    from scipy.special import log_softmax
+
+    ll = size_log_likelihood(sizes, params.size_mean, params.size_sd or [1.0] * NUM_CLASSES)
+    return log_softmax(np.asarray(scores, np.float64) / temperature + params.size_weight * ll, 1)
+
+
+def fit_size_weight(
+    scores: np.ndarray,
+    sizes: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    params: KaryotypeParams,
+    max_weight: float = 4.0,
+) -> KaryotypeParams:
+    """T and `size_weight` minimising the NLL of `labels` under `cell_log_probs`, fitted
+    together (scipy L-BFGS-B over log T and the weight in [0, max_weight]) on validation
+    crops with their relative sizes; `params` must hold the size model."""
+    from scipy.optimize import minimize
+
+    if params.size_mean is None:
+        raise ValueError("fit_size_model first: params hold no size model")
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, int)
+    rows = np.arange(len(labels))
+
+    def nll(x: np.ndarray) -> float:
+        trial = replace(params, temperature=float(np.exp(x[0])), size_weight=float(x[1]))
+        return float(-cell_log_probs(scores, trial, sizes)[rows, labels].mean())
+
+    start = np.array([np.log(params.temperature or fit_temperature(scores, labels)), 0.5])
+    res = minimize(
+        nll, start, method="L-BFGS-B", bounds=[(np.log(1e-4), np.log(1e3)), (0, max_weight)]
+    )
+    return replace(params, temperature=float(np.exp(res.x[0])), size_weight=float(res.x[1]))
+
+
 # --- parameters --------------------------------------------------------------------------
 
 
@@ -203,6 +285,9 @@ class KaryotypeParams:
     include_xxyy: bool = True  # consider 48,XXYY
     homologue_weight: float = 0.0  # weight of the homologue likeness term (0: off)
     homologue_threshold: float = 0.5  # embedding cosine of a same-class pair that is neutral
+    size_weight: float = 0.0  # weight of log p(relative size | class) (0: size not used)
+    size_mean: list[float] | None = None  # per class mean relative log size (fit_size_model)
+    size_sd: list[float] | None = None  # per class standard deviation of it
     fitted: dict[str, Any] = field(default_factory=dict)  # how the values were fitted, and on what
 
     def __post_init__(self) -> None:
@@ -493,12 +578,14 @@ def karyotype_scores(
     top: int = 5,
     cell: str | None = None,
     embeddings: np.ndarray | None = None,
+    sizes: np.ndarray | None = None,
 ) -> CellKaryotype:
     """The karyotype of one cell from its crops' class scores (N, 24) (pure; no files read).
 
     `params.temperature` None means the scores are already logits (T = 1). `embeddings`
     (N, D), the crops' unit embeddings, let the hypotheses be weighed for homologue likeness
-    (`params.homologue_weight`).
+    (`params.homologue_weight`); `sizes` (N,), the crops' `relative_sizes` in this cell, add
+    how long each chromosome is (`params.size_weight`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
@@ -507,8 +594,10 @@ def karyotype_scores(
         raise ValueError(f"{len(scores)} score rows for {len(paths)} paths")
     if len(scores) == 0:
         raise UserError("a cell needs at least one chromosome crop")
+    if sizes is not None and len(sizes) != len(scores):
+        raise ValueError(f"{len(sizes)} sizes for {len(scores)} crops")
     temperature = params.temperature or 1.0
-    logp = log_probs(scores, temperature)
+    logp = cell_log_probs(scores, params, sizes)
     use_likeness = embeddings is not None and params.homologue_weight > 0
     similarity = crop_similarity(embeddings) if use_likeness else None
     ranked, complete = rank_hypotheses(logp, params, similarity)
@@ -656,6 +745,7 @@ class LabelledCell:
     karyotype: str  # true ISCN karyotype
     cell_id: str = ""
     embeddings: np.ndarray | None = None  # (N, D) unit embeddings, for homologue likeness
+    sizes: np.ndarray | None = None  # (N,) relative sizes within the crop's own source cell
 
     def without(self, row: int, karyotype: str | None, tag: str) -> LabelledCell:
         """The cell with crop `row` removed (`karyotype` None: the same karyotype)."""
@@ -667,6 +757,7 @@ class LabelledCell:
             self.karyotype if karyotype is None else karyotype,
             self.cell_id + tag,
             None if self.embeddings is None else self.embeddings[keep],
+            None if self.sizes is None else self.sizes[keep],
         )
 
     def plus(self, donor: LabelledCell, row: int, karyotype: str, tag: str) -> LabelledCell:
@@ -679,6 +770,11 @@ class LabelledCell:
             None
             if self.embeddings is None or donor.embeddings is None
             else np.vstack([self.embeddings, donor.embeddings[row][None]]),
+            # the donor crop keeps its size relative to its own cell, as a crop of this cell
+            # would have it relative to this one
+            None
+            if self.sizes is None or donor.sizes is None
+            else np.append(self.sizes, donor.sizes[row]),
         )
 
     @cached_property
@@ -760,7 +856,7 @@ class HypothesisCosts:
         n_hyps = len(hypotheses(params.include_xxyy))
         costs, likeness = np.full((len(cells), n_hyps), np.inf), np.zeros((len(cells), n_hyps))
         for ci, c in enumerate(cells):
-            logp = log_probs(c.scores, params.temperature or 1.0)
+            logp = cell_log_probs(c.scores, params, c.sizes)
             costs[ci], likeness[ci] = hypothesis_costs(logp, params, c.similarity)
         return cls(costs, likeness, params.include_xxyy)
 
@@ -1013,6 +1109,7 @@ def karyotype_cell(
         params.with_temperature(encoder.score_temperature),
         cell=cell,
         embeddings=emb.embeddings,
+        sizes=relative_sizes(emb.areas),
     )
     result.skipped = _skipped([], emb.errors)
     result.embeddings = emb.embeddings
@@ -1148,6 +1245,7 @@ def karyotype_folder_of_cells(
             params,
             cell=str(f.folder),
             embeddings=emb.embeddings[rows],
+            sizes=relative_sizes(emb.areas[rows]),
         )
         result.embeddings = emb.embeddings[rows]
         result.skipped = _skipped(

@@ -14,6 +14,7 @@ from karyosearch.image import (
     ImageError,
     crop_chromosome,
     detect_polarity,
+    foreground_area,
     load,
     load_prepared,
     prepare,
@@ -242,6 +243,18 @@ def test_prepare_rejects_empty_and_non_2d() -> None:
         prepare(np.zeros((0, 5), np.uint8), 32)
     with pytest.raises(ValueError):
         prepare(np.zeros((4, 4, 3), np.uint8), 32)
+
+
+def test_foreground_area_counts_the_chromosome_pixels(tmp_path: Path) -> None:
+    """Q-band (bright) and G-band (dark) files of one chromosome have the same area: its
+    pixels, not its bounding box; twice the length and width, four times the area."""
+    bright = chromosome_array(60, 24)
+    body = int((bright > 0).sum())
+    assert body < 60 * 24
+    for name, array in (("q.png", bright), ("g.png", 255 - bright)):
+        assert foreground_area(load(write_image(tmp_path / name, array))) == body
+    big = np.asarray(Image.fromarray(bright).resize((48, 120), Image.Resampling.NEAREST))
+    assert foreground_area(load(write_image(tmp_path / "big.png", big))) == 4 * body
 
 
 def test_load_prepared_is_prepare_of_load(grey: np.ndarray, tmp_path: Path) -> None:

@@ -18,10 +18,13 @@ from karyosearch.karyotype import (
     abnormal_patient_split,
     assign,
     call_rates,
+    cell_log_probs,
     collect_cell,
     crop_similarity,
     find_cell_folders,
     fit_penalty,
+    fit_size_model,
+    fit_size_weight,
     fit_temperature,
     homologue_score,
     hypotheses,
@@ -32,6 +35,7 @@ from karyosearch.karyotype import (
     log_probs,
     normal_counts,
     params_path,
+    relative_sizes,
     resolve_params,
     save_params,
     simulate_cells,
@@ -467,3 +471,103 @@ def test_karyogram_png_with_extra_and_missing_crops(tmp_path: Path) -> None:
 
     with Image.open(out) as im:
         assert im.size[0] > 1000
+
+
+# --- size within the cell ----------------------------------------------------------------
+
+# Made-up chromosome areas by class: the 1 largest, the 21 and Y among the smallest.
+CLASS_AREA = np.linspace(2000.0, 400.0, len(CLASS_NAMES))
+
+
+def sized_cell(labels: np.ndarray, seed: int, scale: float = 1.0, spread: float = 0.05):
+    """Areas of a cell's crops: the class's area x the cell's condensation `scale`, with a
+    log-normal spread per crop."""
+    rng = np.random.default_rng(seed)
+    return CLASS_AREA[labels] * scale * np.exp(rng.normal(0.0, spread, len(labels)))
+
+
+def test_relative_sizes_ignore_the_cells_scale() -> None:
+    areas = np.array([100.0, 400.0, 200.0, 50.0, 800.0])
+    rel = relative_sizes(areas)
+    assert np.median(rel) == 0.0
+    np.testing.assert_allclose(rel, np.log(areas / 200.0))
+    np.testing.assert_allclose(relative_sizes(areas * 3.7), rel)  # condensation, scanner scale
+
+
+def test_fit_size_model_recovers_the_class_sizes() -> None:
+    labels = labels_of(normal_counts("XY"))
+    cells = [sized_cell(labels, seed=i, scale=0.7 + 0.1 * (i % 6)) for i in range(60)]
+    mean, sd = fit_size_model([relative_sizes(a) for a in cells], [labels] * len(cells))
+    want = np.log(CLASS_AREA) - np.median(np.log(CLASS_AREA[labels]))
+    np.testing.assert_allclose(mean, want, atol=0.03)
+    assert np.all((np.asarray(sd) > 0.03) & (np.asarray(sd) < 0.08))  # the spread, 0.05
+
+
+def test_size_decides_a_crop_the_encoder_cannot_place() -> None:
+    """47 crops whose extra one scores the same for 1 and 21: by scores alone +1 and +21 tie;
+    its size (a 21's) makes it 47,XY,+21, and a 1's size 47,XY,+1."""
+    counts = counts_with("XY", c21=1)
+    labels = labels_of(counts)
+    scores = scores_of(labels, seed=3)
+    extra = int(np.flatnonzero(labels == class_index("21"))[-1])
+    scores[extra] = 0.0
+    scores[extra, [class_index("1"), class_index("21")]] = 9.0
+    train = [labels_of(normal_counts("XY"))] * 40
+    mean, sd = fit_size_model(
+        [relative_sizes(sized_cell(t, seed=i)) for i, t in enumerate(train)], train
+    )
+    params = KaryotypeParams(temperature=1.0, size_weight=1.0, size_mean=mean, size_sd=sd)
+    areas = sized_cell(labels, seed=99)
+    result = karyotype_scores(scores, paths_of(len(labels)), params, sizes=relative_sizes(areas))
+    assert result.karyotype == "47,XY,+21"
+    assert result.crops[extra].label == "21"
+    areas[extra] = CLASS_AREA[class_index("1")]
+    result = karyotype_scores(scores, paths_of(len(labels)), params, sizes=relative_sizes(areas))
+    assert result.karyotype == "47,XY,+1"
+    # no sizes, or weight 0: the size model is not used
+    np.testing.assert_allclose(
+        cell_log_probs(scores, params), cell_log_probs(scores, KaryotypeParams(temperature=1.0))
+    )
+    with pytest.raises(ValueError, match="sizes for"):
+        karyotype_scores(scores, paths_of(len(labels)), params, sizes=np.zeros(3))
+
+
+def test_fit_size_weight_weighs_size_by_what_it_tells() -> None:
+    """On validation crops whose scores confuse classes of different size, the fitted size
+    weight is well above 0 and lowers the NLL; where the sizes carry no class information
+    it stays near 0."""
+    labels = labels_of(normal_counts("XX"))
+    train = [labels] * 30
+    mean, sd = fit_size_model(
+        [relative_sizes(sized_cell(t, seed=i)) for i, t in enumerate(train)], train
+    )
+    base = KaryotypeParams(temperature=1.0, size_mean=mean, size_sd=sd)
+    val_labels = np.concatenate([labels] * 20)
+    scores = scores_of(val_labels, seed=5, sure=1.5, noise=1.0)
+    informative = np.concatenate(
+        [relative_sizes(sized_cell(labels, seed=100 + i)) for i in range(20)]
+    )
+    fitted = fit_size_weight(scores, informative, val_labels, base)
+    rows = np.arange(len(val_labels))
+    assert fitted.size_weight > 0.3
+    nll = -cell_log_probs(scores, fitted, informative)[rows, val_labels].mean()
+    plain = -log_probs(scores, fit_temperature(scores, val_labels))[rows, val_labels].mean()
+    assert nll < plain - 0.1
+    noise = np.random.default_rng(7).permutation(informative)
+    assert fit_size_weight(scores, noise, val_labels, base).size_weight < 0.1
+
+
+def test_simulated_cells_carry_each_crops_size() -> None:
+    """A removed crop takes its size with it; an added donor crop keeps its size relative to
+    its own cell."""
+    base = _cells(6, 20)
+    tagged = [
+        LabelledCell(c.scores, c.labels, c.karyotype, c.cell_id, sizes=c.labels + 100.0 * i)
+        for i, c in enumerate(base)
+    ]
+    normal, abnormal = simulate_cells(tagged, seed=2)
+    for c in normal + abnormal:
+        np.testing.assert_array_equal(c.sizes % 100.0, c.labels)
+        own = int(c.cell_id[4])
+        donors = np.flatnonzero(c.sizes // 100.0 != own)
+        assert list(donors) == ([len(c.labels) - 1] if "+" in c.cell_id.split("-")[0] else [])

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from karyosearch.cli import app
-from karyosearch.image import load_prepared
+from karyosearch.image import foreground_area, load, load_prepared
 from karyosearch.inference import embed_arrays, embed_files
 from karyosearch.labels import CLASS_NAMES
 from karyosearch.model import load_encoder
@@ -89,7 +89,9 @@ def test_fixed_scale_canvas_reaches_the_checkpoint_and_embed_files(tmp_path):
     model = load_encoder(out)
     assert model.cfg.canvas == record["canvas"] > 0
     path = sorted((data / "1").glob("*.png"))[0]
-    got = embed_files(model, [path]).embeddings
+    embedded = embed_files(model, [path])
+    got = embedded.embeddings
+    assert embedded.areas.tolist() == [foreground_area(load(path))]  # the size the frame hides
     want, _ = embed_arrays(model, load_prepared(path, 32, canvas=model.cfg.canvas)[None])
     np.testing.assert_allclose(got, want, atol=1e-5)
     full, scaled = load_prepared(path, 32, canvas=model.cfg.canvas)
