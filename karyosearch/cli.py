@@ -616,8 +616,9 @@ def karyotype_command(
     Every crop is scored by the encoder; the crops are then assigned jointly to the slots of
     each karyotype (46,XX, 46,XY, 47,XX/XY,+n, 45,X, 47,XXY, 47,XXX, 47,XYY, 48,XXYY), a
     crop or two that were not cut out allowed, and the cheapest wins. Crops the assignment
-    moved, crops with a low margin and classes with an unexpected count are listed for
-    review. Non-image files are reported and skipped.
+    moved, crops with a low margin, crops whose size within the cell is unusual for their
+    class (where the parameters hold a size model) and classes with an unexpected count are
+    listed for review. Non-image files are reported and skipped.
     """
     from rich.console import Console
 

@@ -282,6 +282,7 @@ class KaryotypeParams:
     extra_cost: float = 6.0  # cost of one crop left over as debris
     max_extra: int = 1  # at most this many crops left over
     review_margin: float = 0.4  # review a crop whose top-2 probability margin is below this
+    review_size_z: float = 3.0  # review a crop this many sd off its class's relative size
     include_xxyy: bool = True  # consider 48,XXYY
     homologue_weight: float = 0.0  # weight of the homologue likeness term (0: off)
     homologue_threshold: float = 0.5  # embedding cosine of a same-class pair that is neutral
@@ -509,6 +510,7 @@ class CropCall:
     changed: bool  # the assignment moved the crop off its independent argmax
     extra: bool  # left over as debris: no slot of the karyotype took it
     reasons: list[str] = field(default_factory=list)  # why it is on the review list
+    size_z: float | None = None  # relative size in sd of its class's (None: no size model)
     neighbours: list[dict[str, Any]] | None = None  # most similar archived crops (with --index)
     knn_label: str | None = None  # majority class of those neighbours
 
@@ -522,6 +524,7 @@ class CropCall:
             "margin": round(self.margin, 4),
             "extra": self.extra,
             "review": self.reasons,
+            "size_z": None if self.size_z is None else round(self.size_z, 2),
         }
         if self.neighbours is not None:
             out["knn_label"] = self.knn_label
@@ -606,6 +609,11 @@ def karyotype_scores(
     top2 = np.sort(probs, axis=1)[:, -2:]
     margins = top2[:, 1] - top2[:, 0]
     argmax = probs.argmax(axis=1)
+    size_z = (
+        (np.asarray(sizes)[:, None] - np.asarray(params.size_mean)) / np.asarray(params.size_sd)
+        if sizes is not None and params.size_mean is not None and params.size_sd is not None
+        else None
+    )  # (N, classes): how far each crop's size is from each class's, in sd
 
     # Classes to look at: a count unlike the nearest normal karyotype's, or an empty slot.
     expected_normal = normal_counts("XY" if best.hypothesis.counts[Y] else "XX")
@@ -627,6 +635,9 @@ def karyotype_scores(
             reasons.append("low margin")
         if not extra and label in odd:
             reasons.append("unexpected count")
+        z = None if size_z is None else float(size_z[i, label])
+        if z is not None and abs(z) > params.review_size_z:
+            reasons.append("unusual size")  # a wrong class, or a structural change
         crops.append(
             CropCall(
                 str(path),
@@ -637,6 +648,7 @@ def karyotype_scores(
                 bool(label != argmax[i]),
                 extra,
                 reasons,
+                z,
             )
         )
     assigned = best.labels[best.labels >= 0]

@@ -524,6 +524,16 @@ def test_size_decides_a_crop_the_encoder_cannot_place() -> None:
     areas[extra] = CLASS_AREA[class_index("1")]
     result = karyotype_scores(scores, paths_of(len(labels)), params, sizes=relative_sizes(areas))
     assert result.karyotype == "47,XY,+1"
+    # a 21 the scores are sure of (and the size weighed lightly) but twice the 21's area:
+    # kept as a 21, and marked for review
+    sure = int(np.flatnonzero(labels == class_index("21"))[0])
+    areas = sized_cell(labels, seed=99)
+    areas[sure] = 2 * CLASS_AREA[class_index("21")]
+    light = KaryotypeParams(temperature=1.0, size_weight=0.02, size_mean=mean, size_sd=sd)
+    paths = paths_of(len(labels))
+    crop = karyotype_scores(scores, paths, light, sizes=relative_sizes(areas)).crops[sure]
+    assert crop.label == "21" and crop.size_z > 3 and "unusual size" in crop.reasons
+    assert karyotype_scores(scores, paths, light).crops[sure].size_z is None
     # no sizes, or weight 0: the size model is not used
     np.testing.assert_allclose(
         cell_log_probs(scores, params), cell_log_probs(scores, KaryotypeParams(temperature=1.0))
