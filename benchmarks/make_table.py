@@ -6,9 +6,11 @@ mean ± sample standard deviation over its seeds, in %, of accuracy, macro preci
 compute it ran on. Each network's row from the paper (MIDL 2020, Tables 3 and 4: BioImLab,
 random image-level splits, mean over 100 splits, 224 px) sits above our rows for it.
 
-    python benchmarks/make_table.py [--runs DIR] [--out FILE]
+    python benchmarks/make_table.py [--runs DIR] [--out FILE] [--readme README.md]
 
---runs defaults to benchmarks/results/runs, --out to benchmarks/results/table.md.
+--runs defaults to benchmarks/results/runs, --out to benchmarks/results/table.md; --readme
+also replaces the table in that file (the block of lines from the header row to the next
+line that is not a table row) with the new one.
 """
 
 from __future__ import annotations
@@ -199,20 +201,47 @@ def render(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_table(document: str, table: str) -> str:
+    """`document` with its results table (HEADER to the last row after it) replaced by the
+    table rows of `table`; ValueError if the document has no such table."""
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    lines = document.splitlines(keepends=True)
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == HEADER)
+    except StopIteration:
+        raise ValueError("no results table (its header row) in the document") from None
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "".join(lines[:start] + [r + "\n" for r in rows] + lines[end:])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--runs", type=Path, default=RUNS, help="folder of run JSONs")
     ap.add_argument("--out", type=Path, default=OUT, help="markdown file to write")
+    ap.add_argument("--readme", type=Path, default=None, help="also update the table in it")
     args = ap.parse_args(argv)
     runs = load_runs(args.runs)
     text = render(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_atomic(args.out, text)
     print(f"{len(runs)} run(s) -> {args.out}")
+    if args.readme is not None:
+        try:
+            write_atomic(args.readme, replace_table(args.readme.read_text("utf-8"), text))
+        except (OSError, ValueError) as err:
+            print(f"error: {args.readme}: {err}", file=sys.stderr)
+            return 1
+        print(f"table replaced in {args.readme}")
     return 0
 
 

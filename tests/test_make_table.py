@@ -74,3 +74,24 @@ def test_table_averages_seeds_beside_the_paper(make_table: ModuleType, tmp_path:
 def test_single_seed_shows_the_mean_only(make_table: ModuleType) -> None:
     assert make_table.mean_std([0.5]) == "50.00"
     assert make_table.mean_std([]) == ""
+
+
+def test_readme_table_is_replaced_and_the_prose_kept(
+    make_table: ModuleType, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a.json").write_text(json.dumps(fake_run(0, 0.90, 0.91)))
+    readme = tmp_path / "README.md"
+    old_row = "| bioimlab | paper | stale row |"
+    readme.write_text(f"# Title\n\nBefore.\n\n{make_table.HEADER}\n|---|\n{old_row}\n\nAfter.\n")
+    out = tmp_path / "table.md"
+    assert make_table.main(["--runs", str(runs), "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nBefore.\n\n") and text.endswith("\nAfter.\n")
+    assert old_row not in text
+    table_rows = [line for line in out.read_text().splitlines() if line.startswith("|")]
+    assert [line for line in text.splitlines() if line.startswith("|")] == table_rows
+    readme.write_text("no table here\n")
+    assert make_table.main(["--runs", str(runs), "--out", str(out), "--readme", str(readme)]) == 1
+    assert readme.read_text() == "no table here\n"
