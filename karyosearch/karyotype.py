@@ -190,6 +190,8 @@ def fit_temperature(
 # --- relative size within the cell ------------------------------------------------------
 
 MIN_SIZE_SD = 0.02  # floor of a class's spread of relative log size (a class seen in few cells)
+# Fewer crops than this are too few for their median to stand for the cell's size scale.
+MIN_CROPS_FOR_SIZE = 30
 
 
 def relative_sizes(areas: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -588,7 +590,8 @@ def karyotype_scores(
     `params.temperature` None means the scores are already logits (T = 1). `embeddings`
     (N, D), the crops' unit embeddings, let the hypotheses be weighed for homologue likeness
     (`params.homologue_weight`); `sizes` (N,), the crops' `relative_sizes` in this cell, add
-    how long each chromosome is (`params.size_weight`).
+    how long each chromosome is (`params.size_weight`; ignored for a cell of fewer than
+    MIN_CROPS_FOR_SIZE crops).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
@@ -599,6 +602,8 @@ def karyotype_scores(
         raise UserError("a cell needs at least one chromosome crop")
     if sizes is not None and len(sizes) != len(scores):
         raise ValueError(f"{len(sizes)} sizes for {len(scores)} crops")
+    if sizes is not None and len(sizes) < MIN_CROPS_FOR_SIZE:
+        sizes = None
     temperature = params.temperature or 1.0
     logp = cell_log_probs(scores, params, sizes)
     use_likeness = embeddings is not None and params.homologue_weight > 0

@@ -538,6 +538,9 @@ def test_size_decides_a_crop_the_encoder_cannot_place() -> None:
     np.testing.assert_allclose(
         cell_log_probs(scores, params), cell_log_probs(scores, KaryotypeParams(temperature=1.0))
     )
+    # a handful of crops has no median to measure size against: size is not used
+    few = karyotype_scores(scores[:10], paths[:10], params, sizes=relative_sizes(areas[:10]))
+    assert all(c.size_z is None for c in few.crops)
     with pytest.raises(ValueError, match="sizes for"):
         karyotype_scores(scores, paths_of(len(labels)), params, sizes=np.zeros(3))
 
