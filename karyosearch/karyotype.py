@@ -214,12 +214,16 @@ def fit_size_model(
     return mean.round(5).tolist(), sd.round(5).tolist()
 
 
+def size_z(sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]) -> np.ndarray:
+    """How far each crop's relative size is from each class's, in sd: shape (N, classes)."""
+    return (np.asarray(sizes, float)[:, None] - np.asarray(mean, float)) / np.asarray(sd, float)
+
+
 def size_log_likelihood(
     sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]
 ) -> np.ndarray:
     """log N(size; mean_c, sd_c) per crop and class, up to a constant: shape (N, classes)."""
-    sizes, mean, sd = np.asarray(sizes, float), np.asarray(mean, float), np.asarray(sd, float)
-    return -0.5 * ((sizes[:, None] - mean) / sd) ** 2 - np.log(sd)
+    return -0.5 * size_z(sizes, mean, sd) ** 2 - np.log(np.asarray(sd, float))
 
 
 def cell_log_probs(
@@ -228,11 +232,11 @@ def cell_log_probs(
     """A cell's per-crop class log-probabilities: `log_probs`, with the size term added when
     `params` has a size model and weight and the crops' `relative_sizes` are given."""
     temperature = params.temperature or 1.0
-    if sizes is None or not params.size_weight or params.size_mean is None:
+    if sizes is None or not params.size_weight or params.size_mean is None or not params.size_sd:
         return log_probs(scores, temperature)
     from scipy.special import log_softmax
 
-    ll = size_log_likelihood(sizes, params.size_mean, params.size_sd or [1.0] * NUM_CLASSES)
+    ll = size_log_likelihood(sizes, params.size_mean, params.size_sd)
     return log_softmax(np.asarray(scores, np.float64) / temperature + params.size_weight * ll, 1)
 
 
@@ -614,11 +618,11 @@ def karyotype_scores(
     top2 = np.sort(probs, axis=1)[:, -2:]
     margins = top2[:, 1] - top2[:, 0]
     argmax = probs.argmax(axis=1)
-    size_z = (
-        (np.asarray(sizes)[:, None] - np.asarray(params.size_mean)) / np.asarray(params.size_sd)
+    z_all = (
+        size_z(sizes, params.size_mean, params.size_sd)
         if sizes is not None and params.size_mean is not None and params.size_sd is not None
         else None
-    )  # (N, classes): how far each crop's size is from each class's, in sd
+    )
 
     # Classes to look at: a count unlike the nearest normal karyotype's, or an empty slot.
     expected_normal = normal_counts("XY" if best.hypothesis.counts[Y] else "XX")
@@ -640,7 +644,7 @@ def karyotype_scores(
             reasons.append("low margin")
         if not extra and label in odd:
             reasons.append("unexpected count")
-        z = None if size_z is None else float(size_z[i, label])
+        z = None if z_all is None else float(z_all[i, label])
         if z is not None and abs(z) > params.review_size_z:
             reasons.append("unusual size")  # a wrong class, or a structural change
         crops.append(
