@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.append("no validation crops: the encoder's training temperature is used")
     params = KaryotypeParams(temperature=temperature)
     if not args.no_size and val_rows:
-        train_rows, train_labels, train_sizes = crops_on(penalty_sides)
+        _, train_labels, train_sizes = crops_on(penalty_sides)
         mean, sd = fit_size_model([train_sizes], [np.asarray(train_labels)])
         params = fit_size_weight(
             emb.scores[val_rows],
