@@ -23,10 +23,12 @@ app = typer.Typer(
     help="Search and classify human chromosome images with a Proxy-ResNeXt-CBAM encoder.\n\n"
     "Typical use: `karyosearch train` a model, `karyosearch index` a folder of labelled crops, "
     "then `karyosearch query image.png` to name a chromosome and see its nearest archived "
-    "look-alikes; `karyosearch bench` measures Recall@K and accuracy on a test split.",
+    "look-alikes; `karyosearch karyotype CELL_DIR` reads a whole cell's karyotype (46,XY; "
+    "47,XX,+21); `karyosearch bench` measures Recall@K and accuracy on a test split.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs re-flow to the terminal's width
 )
 data_app = typer.Typer(help="Look at datasets before training or indexing.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -311,9 +313,11 @@ def bench_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     layout: LayoutOpt = "auto",
 ) -> None:
-    """Test a checkpoint on the test part of its split: accuracy, macro precision / recall /
-    F1, Recall@1/2/4/8 (share of test queries with a same-class image among their K nearest
-    other test images; not the information-retrieval recall) and per-class accuracy.
+    """Test a checkpoint on its split's test part: accuracy, Recall@K, per-class accuracy.
+
+    Reports accuracy, macro precision / recall / F1, Recall@1/2/4/8 (the share of test
+    queries with a same-class image among their K nearest other test images; not the
+    information-retrieval recall) and per-class accuracy.
 
     The split is rebuilt with the model's own split and seed; another split or seed of the
     dataset it trained on is refused, as its test images would include training images.
