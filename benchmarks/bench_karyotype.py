@@ -57,6 +57,7 @@ from karyosearch.datasets import Dataset, read_dataset
 from karyosearch.inference import EmbeddedFiles
 from karyosearch.karyotype import (
     HOMOLOGUE_WEIGHT_GRID,
+    LABEL_AUDIT_Z,
     NORMAL_KARYOTYPES,
     KaryotypeParams,
     LabelledCell,
@@ -67,10 +68,12 @@ from karyosearch.karyotype import (
     fit_temperature,
     is_normal,
     karyotype_scores,
+    labels_contradicted,
     params_path,
     relative_sizes,
     save_params,
     simulate_cells,
+    size_z,
     true_karyotype,
 )
 from karyosearch.labels import CLASS_NAMES
@@ -354,6 +357,38 @@ def evaluate_cells(
     }
 
 
+def audit_labels(
+    test: Sequence[tuple[LabelledCell, list[str]]],
+    emb: EmbeddedFiles,
+    row_of: dict[str, int],
+    mean: Sequence[float],
+    sd: Sequence[float],
+) -> list[dict[str, Any]]:
+    """Test cells whose labels their crops' sizes contradict (`labels_contradicted`), with
+    the crops at fault and how far off they are."""
+    out = []
+    for lc, paths in test:
+        sizes = relative_sizes(emb.areas[[row_of[p] for p in paths]])
+        bad = labels_contradicted(sizes, lc.labels, mean, sd)
+        if len(bad):
+            z = size_z(sizes, mean, sd)
+            out.append(
+                {
+                    "cell": lc.cell_id,
+                    "true": lc.karyotype,
+                    "crops": [
+                        {
+                            "path": paths[i],
+                            "label": CLASS_NAMES[lc.labels[i]],
+                            "z": round(float(z[i, lc.labels[i]]), 2),
+                        }
+                        for i in bad
+                    ],
+                }
+            )
+    return out
+
+
 def save_scores(
     path: Path, emb: EmbeddedFiles, dataset: Dataset, cells: Sequence[CellRows], fingerprint: str
 ) -> None:
@@ -482,9 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         temperature = encoder.score_temperature
         warnings.append("no validation crops: the encoder's training temperature is used")
     params = KaryotypeParams(temperature=temperature)
+    # the size model of the training cells: a term of the crops' probabilities (unless
+    # --no-size) and, always, the label audit of the test cells
+    _, train_labels, train_sizes = crops_on(penalty_sides)
+    mean, sd = fit_size_model([train_sizes], [np.asarray(train_labels)])
     if not args.no_size and val_rows:
-        _, train_labels, train_sizes = crops_on(penalty_sides)
-        mean, sd = fit_size_model([train_sizes], [np.asarray(train_labels)])
         params = fit_size_weight(
             emb.scores[val_rows],
             val_sizes,
@@ -555,6 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [lc for c in cells if c.side == "test" and (lc := labelled(c)) is not None]
     excluded = [c.cell_id for c in cells if c.side == "test" and c.karyotype is None]
     ev = evaluate_cells([lc for lc, _ in test], [p for _, p in test], params, args.repeats)
+    audit = audit_labels(test, emb, row_of, mean, sd)
+    called = {c["cell"]: c["called"] for c in ev["cells"]}
+    for f in audit:
+        f["called"] = called[f["cell"]]
+    flagged = {f["cell"] for f in audit}
+    kept = [(lc, p) for lc, p in test if lc.cell_id not in flagged]
+    ev_audited = evaluate_cells([lc for lc, _ in kept], [p for _, p in kept], params)
 
     out = {
         "benchmark": "karyotype",
@@ -574,6 +618,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "unreadable": [{"path": e.path, "reason": e.reason} for e in emb.errors],
         "warnings": warnings,
         "test": ev,
+        "label_audit": {
+            "rule": f"a test cell with a crop more than {LABEL_AUDIT_Z:g} sd from its labelled "
+            "class's relative size (training cells' size model; no encoder involved) has "
+            "labels that contradict its images",
+            "max_z": LABEL_AUDIT_Z,
+            "flagged": audit,
+            "test_without_flagged": {k: v for k, v in ev_audited.items() if k != "cells"},
+        },
         "machine": machine(str(device)),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else list(argv),
@@ -609,6 +661,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  normal cells: specificity {ev['specificity']:.3f}")
     for t, calls in ev["confusion"].items():
         print(f"  {t:>10} -> " + ", ".join(f"{k} {n}" for k, n in calls.items()))
+    for f in audit:
+        print(
+            f"  label audit: {f['cell']} ({f['true']}, called {f['called']}): "
+            + ", ".join(f"{c['label']} at {c['z']:+.1f} sd" for c in f["crops"])
+        )
+    if audit and ev_audited["exact_rate_abnormal"] is not None:
+        print(
+            f"  without the {len(audit)} flagged cells: abnormal exact "
+            f"{ev_audited['exact_rate_abnormal']:.3f} ({ev_audited['n_abnormal']} cells), "
+            f"specificity {ev_audited['specificity']:.3f}"
+        )
     print(f"params: {params_out}\nresults: {json_out}")
     return 0
 

@@ -31,6 +31,7 @@ from karyosearch.karyotype import (
     hypothesis_named,
     iscn,
     karyotype_scores,
+    labels_contradicted,
     load_params,
     log_probs,
     normal_counts,
@@ -501,6 +502,25 @@ def test_fit_size_model_recovers_the_class_sizes() -> None:
     want = np.log(CLASS_AREA) - np.median(np.log(CLASS_AREA[labels]))
     np.testing.assert_allclose(mean, want, atol=0.03)
     assert np.all((np.asarray(sd) > 0.03) & (np.asarray(sd) < 0.08))  # the spread, 0.05
+
+
+def test_label_audit_finds_shifted_labels_and_fragments_only() -> None:
+    labels = labels_of(normal_counts("XX"))
+    train = [sized_cell(labels, seed=i) for i in range(60)]
+    mean, sd = fit_size_model([relative_sizes(a) for a in train], [labels] * len(train))
+    for seed in range(100, 120):  # new normal cells, rightly labelled: nothing flagged
+        sizes = relative_sizes(sized_cell(labels, seed=seed, scale=1.3))
+        assert len(labels_contradicted(sizes, labels, mean, sd)) == 0
+    areas = sized_cell(labels, seed=7)
+    # labels mixed up: the 1s labelled 21 and the 21s labelled 1 (a third of the size)
+    g1, g21 = np.flatnonzero(labels == 0), np.flatnonzero(labels == class_index("21"))
+    mixed = labels.copy()
+    mixed[g1], mixed[g21] = class_index("21"), 0
+    found = labels_contradicted(relative_sizes(areas), mixed, mean, sd)
+    assert set(found) == set(g1) | set(g21)
+    fragment = areas.copy()
+    fragment[0] = 3.0  # a speck labelled 1
+    assert list(labels_contradicted(relative_sizes(fragment), labels, mean, sd)) == [0]
 
 
 def test_size_decides_a_crop_the_encoder_cannot_place() -> None:
