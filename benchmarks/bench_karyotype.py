@@ -27,6 +27,11 @@ Protocol (nothing is fitted on test cells):
   karyotype read from the argmax counts, for comparison), sensitivity / specificity of the
   abnormality call, the confusion of karyotype calls, and how many wrong crops the review
   list catches.
+- Label audit: a test cell with a crop more than 10 sd from its labelled class's relative size
+  (`karyotype.labels_contradicted`; the training cells' size model and the labels alone, no
+  encoder) has labels that contradict its images. Such cells are listed with the crops at
+  fault, and the metrics are given again without them (`label_audit` in the JSON); the
+  headline metrics keep every cell.
 
     .venv/bin/python benchmarks/bench_karyotype.py --model runs/m.pt --data ../shared/data/gband612
     .venv/bin/python benchmarks/bench_karyotype.py --model runs/b.pt --data ../shared/data/bioimlab

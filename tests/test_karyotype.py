@@ -504,7 +504,7 @@ def test_fit_size_model_recovers_the_class_sizes() -> None:
     assert np.all((np.asarray(sd) > 0.03) & (np.asarray(sd) < 0.08))  # the spread, 0.05
 
 
-def test_label_audit_finds_shifted_labels_and_fragments_only() -> None:
+def test_label_audit_finds_mixed_up_labels_and_fragments_only() -> None:
     labels = labels_of(normal_counts("XX"))
     train = [sized_cell(labels, seed=i) for i in range(60)]
     mean, sd = fit_size_model([relative_sizes(a) for a in train], [labels] * len(train))
