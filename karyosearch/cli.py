@@ -117,7 +117,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 @user_errors
 def data_inspect(path: ExistingPath, layout: LayoutOpt = "auto", as_json: JsonFlag = False) -> None:
     """What a dataset folder holds: layout, images, cells, patients, per-class counts, crop
-    sizes, polarity (Q-band bright-on-dark or G-band dark-on-light) and rejected files."""
+    sizes, polarity (Q-band bright-on-dark or G-band dark-on-light) and rejected files.
+
+    Cells whose labels their crops' sizes contradict are listed too: a crop more than 10 sd
+    from its labelled class's size relative to its cell (labels shifted by a class, a
+    fragment labelled as a chromosome)."""
     from .datasets import read_dataset, survey
 
     dataset = read_dataset(path, layout)  # type: ignore[arg-type]
@@ -147,6 +151,17 @@ def data_inspect(path: ExistingPath, layout: LayoutOpt = "auto", as_json: JsonFl
     for name, n in report["classes"].items():
         table.add_row(name, str(n))
     console.print(table)
+    audit = report["label_audit"]
+    if audit:
+        console.print(
+            f"[bold]{len(audit)} cell(s) whose labels their crop sizes contradict[/bold] "
+            "(a crop far from its labelled class's size within the cell):"
+        )
+        for a in audit:
+            crops = ", ".join(
+                f"{Path(c['path']).name} ({c['label']}, {c['z']:+.0f} sd)" for c in a["crops"]
+            )
+            console.print(f"  {a['cell']}: {crops}", markup=False)
     console.print(f"{len(report['rejected'])} rejected")
     for r in report["rejected"][:20]:
         console.print(f"  {r['path']}: {r['reason']}", markup=False)

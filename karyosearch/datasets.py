@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -262,30 +262,35 @@ def survey(dataset: Dataset, progress: Callable[[int], None] | None = None) -> d
 
     Images that fail to load join the rejected list with the reason; `images` counts those
     that load. Keys `layout, images, cells, patients, classes, rejected` are a stable contract.
+    `label_audit` lists the cells whose labels their crops' sizes contradict (`audit_labels`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    from .image import ImageError, crop_chromosome, detect_polarity, read_grey
+    from .image import ImageError, crop_chromosome, detect_polarity, foreground_area, read_grey
     from .labels import CLASS_NAMES
 
-    def look(item: Item) -> tuple[Item, tuple[int, int] | None, str | None, str | None]:
+    def look(item: Item) -> tuple[Item, tuple[int, int] | None, str | None, str | None, int]:
         try:
             grey = read_grey(item.path)
-            return item, crop_chromosome(grey, "auto", item.path).shape, detect_polarity(grey), None
+            crop = crop_chromosome(grey, "auto", item.path)
+            return item, crop.shape, detect_polarity(grey), None, foreground_area(crop)
         except ImageError as err:
-            return item, None, None, err.reason
+            return item, None, None, err.reason, 0
 
     good: list[Item] = []
     shapes: list[tuple[int, int]] = []
+    areas: list[int] = []
     polarity: dict[str, int] = {"bright": 0, "dark": 0}
     rejected = list(dataset.rejected)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, (item, shape, pol, reason) in enumerate(pool.map(look, dataset.items, chunksize=64)):
+        looks = pool.map(look, dataset.items, chunksize=64)
+        for i, (item, shape, pol, reason, area) in enumerate(looks):
             if reason is None:
                 good.append(item)
                 shapes.append(shape)
+                areas.append(area)
                 polarity[pol] += 1
             else:
                 rejected.append(Rejected(item.path, reason))
@@ -311,4 +316,52 @@ def survey(dataset: Dataset, progress: Callable[[int], None] | None = None) -> d
         "crop_width": stats(hw[:, 1]),
         "polarity": polarity,
         "rejected": [{"path": r.path, "reason": r.reason} for r in rejected],
+        "label_audit": audit_labels(good, areas),
     }
+
+
+def audit_labels(items: Sequence[Item], areas: Sequence[float]) -> list[dict[str, Any]]:
+    """Cells whose labels their crops' sizes contradict: a crop more than
+    `karyotype.LABEL_AUDIT_Z` sd from its labelled class's size relative to its cell (labels
+    shifted by a class, a fragment labelled as a chromosome). The class sizes are robust ones
+    (median, MAD) over all the cells of at least `karyotype.MIN_CROPS_FOR_SIZE` crops, the
+    audited ones included; [] without such cells."""
+    import numpy as np
+
+    from .karyotype import (
+        MIN_CROPS_FOR_SIZE,
+        fit_size_model,
+        labels_contradicted,
+        relative_sizes,
+        size_z,
+    )
+    from .labels import CLASS_NAMES
+
+    rows: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.cell_id is not None:
+            rows.setdefault(it.cell_id, []).append(i)
+    cells = {c: r for c, r in rows.items() if len(r) >= MIN_CROPS_FOR_SIZE}
+    if not cells:
+        return []
+    area = np.asarray(areas, dtype=float)
+    labels = np.asarray([it.label for it in items])
+    sizes = {c: relative_sizes(area[r]) for c, r in cells.items()}
+    mean, sd = fit_size_model(
+        list(sizes.values()), [labels[r] for r in cells.values()], robust=True
+    )
+    out = []
+    for c, r in cells.items():
+        bad = labels_contradicted(sizes[c], labels[r], mean, sd)
+        if len(bad):
+            z = size_z(sizes[c], mean, sd)
+            crops = [
+                {
+                    "path": items[r[j]].path,
+                    "label": CLASS_NAMES[labels[r[j]]],
+                    "z": round(float(z[j, labels[r[j]]]), 1),
+                }
+                for j in bad
+            ]
+            out.append({"cell": c, "crops": crops})
+    return out

@@ -202,15 +202,23 @@ def relative_sizes(areas: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def fit_size_model(
-    sizes: Sequence[np.ndarray], labels: Sequence[np.ndarray]
+    sizes: Sequence[np.ndarray], labels: Sequence[np.ndarray], robust: bool = False
 ) -> tuple[list[float], list[float]]:
     """Mean and standard deviation of relative size per class over training cells (each
-    cell's `relative_sizes` and true labels); a class with no crop gets mean 0, sd 1."""
+    cell's `relative_sizes` and true labels); a class with no crop gets mean 0, sd 1.
+    `robust`: median and 1.4826 x median absolute deviation instead, which a few mislabelled
+    crops do not move (to audit the labels they are fitted on)."""
     s, y = np.concatenate(list(sizes)), np.concatenate(list(labels)).astype(int)
     mean, sd = np.zeros(NUM_CLASSES), np.ones(NUM_CLASSES)
     for c in range(NUM_CLASSES):
-        if (y == c).sum() >= 2:
-            mean[c], sd[c] = s[y == c].mean(), max(s[y == c].std(), MIN_SIZE_SD)
+        v = s[y == c]
+        if len(v) < 2:
+            continue
+        if robust:
+            mean[c] = np.median(v)
+            sd[c] = max(1.4826 * float(np.median(np.abs(v - mean[c]))), MIN_SIZE_SD)
+        else:
+            mean[c], sd[c] = v.mean(), max(v.std(), MIN_SIZE_SD)
     return mean.round(5).tolist(), sd.round(5).tolist()
 
 

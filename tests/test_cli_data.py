@@ -63,6 +63,36 @@ def test_inspect_json_with_cells(tmp_path: Path) -> None:
     assert report["polarity"] == {"bright": 0, "dark": 5}
 
 
+def test_inspect_audits_labels_against_sizes(tmp_path: Path) -> None:
+    """Four 46,XX cells whose class k is 150 - 5k px long; in one, the 1s and 21s have
+    swapped labels: those four crops, and nothing else, are listed."""
+    rows = ["path,label,cell_id,patient_id"]
+    for cell in range(4):
+        for k in range(23):  # 1..22 and X
+            for i in range(2):
+                label = k + 1
+                if cell == 3 and label in (1, 21):
+                    label = 22 - label  # 1 <-> 21
+                name = f"c{cell}_{k}_{i}.png"
+                write_image(tmp_path / name, chromosome_array(h=150 - 5 * k, seed=k))
+                rows.append(f"{name},{label},cell{cell},p{cell}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    result = inspect(str(tmp_path / "list.csv"), "--layout", "csv", "--json")
+    assert result.exit_code == 0, result.output
+    audit = json.loads(result.stdout)["label_audit"]
+    assert [a["cell"] for a in audit] == ["cell3"]
+    flagged = {Path(c["path"]).name: c["label"] for c in audit[0]["crops"]}
+    assert flagged == {
+        "c3_0_0.png": "21",
+        "c3_0_1.png": "21",
+        "c3_20_0.png": "1",
+        "c3_20_1.png": "1",
+    }
+    human = inspect(str(tmp_path / "list.csv"), "--layout", "csv")
+    assert "1 cell(s) whose labels their crop sizes contradict" in human.output
+    assert "c3_0_0.png (21," in human.output
+
+
 def test_inspect_human(folders: Path) -> None:
     result = inspect(str(folders))
     assert result.exit_code == 0, result.output
