@@ -362,7 +362,7 @@ def evaluate_cells(
     }
 
 
-def audit_labels(
+def audit_test_cells(
     test: Sequence[tuple[LabelledCell, list[str]]],
     emb: EmbeddedFiles,
     row_of: dict[str, int],
@@ -370,7 +370,8 @@ def audit_labels(
     sd: Sequence[float],
 ) -> list[dict[str, Any]]:
     """Test cells whose labels their crops' sizes contradict (`labels_contradicted`), with
-    the crops at fault and how far off they are."""
+    the crops at fault and how far off they are; against the training cells' size model
+    (`data inspect` audits a whole dataset with `datasets.audit_labels`)."""
     out = []
     for lc, paths in test:
         sizes = relative_sizes(emb.areas[[row_of[p] for p in paths]])
@@ -597,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [lc for c in cells if c.side == "test" and (lc := labelled(c)) is not None]
     excluded = [c.cell_id for c in cells if c.side == "test" and c.karyotype is None]
     ev = evaluate_cells([lc for lc, _ in test], [p for _, p in test], params, args.repeats)
-    audit = audit_labels(test, emb, row_of, mean, sd)
+    audit = audit_test_cells(test, emb, row_of, mean, sd)
     called = {c["cell"]: c["called"] for c in ev["cells"]}
     for f in audit:
         f["called"] = called[f["cell"]]
