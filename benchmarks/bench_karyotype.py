@@ -67,18 +67,17 @@ from karyosearch.karyotype import (
     KaryotypeParams,
     LabelledCell,
     cell_log_probs,
+    contradicted_crops,
     fit_penalty,
     fit_size_model,
     fit_size_weight,
     fit_temperature,
     is_normal,
     karyotype_scores,
-    labels_contradicted,
     params_path,
     relative_sizes,
     save_params,
     simulate_cells,
-    size_z,
     true_karyotype,
 )
 from karyosearch.labels import CLASS_NAMES
@@ -369,29 +368,14 @@ def audit_test_cells(
     mean: Sequence[float],
     sd: Sequence[float],
 ) -> list[dict[str, Any]]:
-    """Test cells whose labels their crops' sizes contradict (`labels_contradicted`), with
+    """Test cells whose labels their crops' sizes contradict (`contradicted_crops`), with
     the crops at fault and how far off they are; against the training cells' size model
     (`data inspect` audits a whole dataset with `datasets.audit_labels`)."""
     out = []
     for lc, paths in test:
         sizes = relative_sizes(emb.areas[[row_of[p] for p in paths]])
-        bad = labels_contradicted(sizes, lc.labels, mean, sd)
-        if len(bad):
-            z = size_z(sizes, mean, sd)
-            out.append(
-                {
-                    "cell": lc.cell_id,
-                    "true": lc.karyotype,
-                    "crops": [
-                        {
-                            "path": paths[i],
-                            "label": CLASS_NAMES[lc.labels[i]],
-                            "z": round(float(z[i, lc.labels[i]]), 2),
-                        }
-                        for i in bad
-                    ],
-                }
-            )
+        if crops := contradicted_crops(sizes, lc.labels, paths, mean, sd):
+            out.append({"cell": lc.cell_id, "true": lc.karyotype, "crops": crops})
     return out
 
 

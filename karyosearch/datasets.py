@@ -328,14 +328,7 @@ def audit_labels(items: Sequence[Item], areas: Sequence[float]) -> list[dict[str
     audited ones included; [] without such cells."""
     import numpy as np
 
-    from .karyotype import (
-        MIN_CROPS_FOR_SIZE,
-        fit_size_model,
-        labels_contradicted,
-        relative_sizes,
-        size_z,
-    )
-    from .labels import CLASS_NAMES
+    from .karyotype import MIN_CROPS_FOR_SIZE, contradicted_crops, fit_size_model, relative_sizes
 
     rows: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -352,16 +345,7 @@ def audit_labels(items: Sequence[Item], areas: Sequence[float]) -> list[dict[str
     )
     out = []
     for c, r in cells.items():
-        bad = labels_contradicted(sizes[c], labels[r], mean, sd)
-        if len(bad):
-            z = size_z(sizes[c], mean, sd)
-            crops = [
-                {
-                    "path": items[r[j]].path,
-                    "label": CLASS_NAMES[labels[r[j]]],
-                    "z": round(float(z[j, labels[r[j]]]), 1),
-                }
-                for j in bad
-            ]
+        paths = [items[i].path for i in r]
+        if crops := contradicted_crops(sizes[c], labels[r], paths, mean, sd):
             out.append({"cell": c, "crops": crops})
     return out

@@ -247,6 +247,30 @@ def labels_contradicted(
     return np.flatnonzero(np.abs(z) > max_z)
 
 
+def contradicted_crops(
+    sizes: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    paths: Sequence[str],
+    mean: Sequence[float],
+    sd: Sequence[float],
+) -> list[dict[str, Any]]:
+    """`labels_contradicted` as records, for a report: each crop at fault with its path, its
+    label and how far its size is from its label's, in sd ([] for a cell whose labels hold)."""
+    labels = np.asarray(labels, int)
+    rows = labels_contradicted(sizes, labels, mean, sd)
+    if not len(rows):
+        return []
+    z = size_z(sizes, mean, sd)
+    return [
+        {
+            "path": str(paths[i]),
+            "label": CLASS_NAMES[labels[i]],
+            "z": round(float(z[i, labels[i]]), 2),
+        }
+        for i in rows
+    ]
+
+
 def size_log_likelihood(
     sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]
 ) -> np.ndarray:
