@@ -231,6 +231,16 @@ def size_z(sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]) -> np.
 # cell's labels contradict the images (labels shifted by one class, a fragment labelled as a
 # chromosome). On gband612 any bound from 9 to 17 sd finds the same three cells.
 LABEL_AUDIT_Z = 10.0
+# A crop this many sd from every class's relative size is no chromosome (a speck, a stain
+# blot, a sliver cut off another chromosome): it is left out of the assignment as debris,
+# whatever its scores say. No crop of any of gband612's 612 cells but one (a speck of a few
+# pixels, 24 sd from its nearest class) is more than 5 sd from every class.
+DEBRIS_Z = LABEL_AUDIT_Z
+
+
+def debris_crops(sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]) -> np.ndarray:
+    """Mask of a cell's crops more than DEBRIS_Z sd from every class's relative size."""
+    return np.abs(size_z(sizes, mean, sd)).min(axis=1) > DEBRIS_Z
 
 
 def labels_contradicted(
@@ -647,7 +657,8 @@ def karyotype_scores(
     (N, D), the crops' unit embeddings, let the hypotheses be weighed for homologue likeness
     (`params.homologue_weight`); `sizes` (N,), the crops' `relative_sizes` in this cell, add
     how long each chromosome is (`params.size_weight`; ignored for a cell of fewer than
-    MIN_CROPS_FOR_SIZE crops).
+    MIN_CROPS_FOR_SIZE crops); with a size model, a crop of no chromosome's size
+    (`debris_crops`) is left out of the assignment as debris.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
@@ -662,19 +673,26 @@ def karyotype_scores(
         sizes = None
     temperature = params.temperature or 1.0
     logp = cell_log_probs(scores, params, sizes)
+    sized = sizes is not None and params.size_mean is not None and params.size_sd is not None
+    z_all = size_z(sizes, params.size_mean, params.size_sd) if sized else None
+    debris = (
+        debris_crops(sizes, params.size_mean, params.size_sd)
+        if sized
+        else np.zeros(len(scores), bool)
+    )
+    if debris.sum() * 2 >= len(scores):  # most crops off every class: the size model is
+        debris[:] = False  # what does not fit this cell, not the crops
+    keep = np.flatnonzero(~debris)
     use_likeness = embeddings is not None and params.homologue_weight > 0
-    similarity = crop_similarity(embeddings) if use_likeness else None
-    ranked, complete = rank_hypotheses(logp, params, similarity)
+    similarity = crop_similarity(embeddings[keep]) if use_likeness else None
+    ranked, complete = rank_hypotheses(logp[keep], params, similarity)
     best = ranked[0]
+    assigned_labels = np.full(len(scores), -1)
+    assigned_labels[keep] = best.labels
     probs = np.exp(logp)
     top2 = np.sort(probs, axis=1)[:, -2:]
     margins = top2[:, 1] - top2[:, 0]
     argmax = probs.argmax(axis=1)
-    z_all = (
-        size_z(sizes, params.size_mean, params.size_sd)
-        if sizes is not None and params.size_mean is not None and params.size_sd is not None
-        else None
-    )
 
     # Classes to look at: a count unlike the nearest normal karyotype's, or an empty slot.
     expected_normal = normal_counts("XY" if best.hypothesis.counts[Y] else "XX")
@@ -685,10 +703,12 @@ def karyotype_scores(
 
     crops: list[CropCall] = []
     for i, path in enumerate(paths):
-        extra = bool(best.labels[i] < 0)
-        label = int(argmax[i]) if extra else int(best.labels[i])
+        extra = bool(assigned_labels[i] < 0)
+        label = int(argmax[i]) if extra else int(assigned_labels[i])
         reasons = []
-        if extra:
+        if debris[i]:
+            reasons.append("no chromosome's size")
+        elif extra:
             reasons.append("extra crop")
         if label != argmax[i]:
             reasons.append("changed by the assignment")
@@ -697,7 +717,7 @@ def karyotype_scores(
         if not extra and label in odd:
             reasons.append("unexpected count")
         z = None if z_all is None else float(z_all[i, label])
-        if z is not None and abs(z) > params.review_size_z:
+        if z is not None and abs(z) > params.review_size_z and not debris[i]:
             reasons.append("unusual size")  # a wrong class, or a structural change
         crops.append(
             CropCall(
@@ -712,7 +732,7 @@ def karyotype_scores(
                 z,
             )
         )
-    assigned = best.labels[best.labels >= 0]
+    assigned = assigned_labels[assigned_labels >= 0]
     counts = np.bincount(assigned, minlength=NUM_CLASSES)
     missing = [CLASS_NAMES[c] for c in range(NUM_CLASSES) for _ in range(int(best.missing[c]))]
     return CellKaryotype(

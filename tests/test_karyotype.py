@@ -554,6 +554,15 @@ def test_size_decides_a_crop_the_encoder_cannot_place() -> None:
     crop = karyotype_scores(scores, paths, light, sizes=relative_sizes(areas)).crops[sure]
     assert crop.label == "21" and crop.size_z > 3 and "unusual size" in crop.reasons
     assert karyotype_scores(scores, paths, light).crops[sure].size_z is None
+    # a speck the scores take for a sure 21: no chromosome's size, so debris, not a +21
+    speck_labels = labels_of(normal_counts("XY"))
+    speck_scores = scores_of(np.append(speck_labels, class_index("21")), seed=5)
+    speck_areas = np.append(sized_cell(speck_labels, seed=7), 5.0)
+    speck = karyotype_scores(speck_scores, paths_of(47), params, sizes=relative_sizes(speck_areas))
+    assert speck.karyotype == "46,XY"
+    assert speck.crops[-1].extra and "no chromosome's size" in speck.crops[-1].reasons
+    assert not any(c.extra for c in speck.crops[:-1])
+    assert karyotype_scores(speck_scores, paths_of(47), params).karyotype == "47,XY,+21"
     # no sizes, or weight 0: the size model is not used
     np.testing.assert_allclose(
         cell_log_probs(scores, params), cell_log_probs(scores, KaryotypeParams(temperature=1.0))
