@@ -579,8 +579,9 @@ def _karyotype_summary(console: Any, r: Any) -> None:
     console.print(f"  review: {len(review)} crop(s)" + (":" if review else ""))
     for c in review:
         knn = f", neighbours say {c.knn_label}" if c.knn_label else ""
+        called = "extra" if c.extra else c.label
         console.print(
-            f"    {c.path}  {c.label} (p {c.confidence:.2f}, argmax {c.argmax}{knn}): "
+            f"    {c.path}  {called} (p {c.confidence:.2f}, argmax {c.argmax}{knn}): "
             f"{', '.join(c.reasons)}",
             markup=False,
             highlight=False,
