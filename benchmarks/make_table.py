@@ -8,9 +8,11 @@ random image-level splits, mean over 100 splits, 224 px) sits above our rows for
 
     python benchmarks/make_table.py [--runs DIR] [--out FILE] [--readme README.md]
 
---runs defaults to benchmarks/results/runs, --out to benchmarks/results/table.md; --readme
-also replaces the table in that file (the block of lines from the header row to the next
-line that is not a table row) with the new one.
+Below it, networks run on the same seeds are compared seed by seed (the paper's ordering:
+CBAM > proxy > plain). --runs defaults to benchmarks/results/runs, --out to
+benchmarks/results/table.md; --readme also replaces the tables in that file (each the block
+of lines from its header row to the next line that is not a table row) with the new ones:
+the results table always, the seed-by-seed table where the file has one.
 """
 
 from __future__ import annotations
@@ -198,21 +200,90 @@ def render(runs: list[dict[str, Any]]) -> str:
         for key in sorted((k for k in groups if k[2] == arch), key=lambda k: tuple(map(str, k))):
             lines.append(our_row(key, groups[key]))
     lines += ["", f"{len(runs)} run(s) in {len(groups)} group(s)."]
+    lines += paired_table(runs)
     return "\n".join(lines) + "\n"
 
 
-def replace_table(document: str, table: str) -> str:
-    """`document` with its results table (HEADER to the last row after it) replaced by the
-    table rows of `table`; ValueError if the document has no such table."""
-    rows = [line for line in table.splitlines() if line.startswith("|")]
+# The paper's ordering, CBAM > proxy > plain, tested pair by pair on the seeds both networks
+# ran: a seed fixes the split and the initialisation, so the two runs see the same test set.
+PAIRS = (
+    ("proxy-resnext-cbam", "proxy-resnext"),
+    ("proxy-resnext", "resnext"),
+    ("proxy-resnext-cbam", "resnext"),
+)
+PAIRED_HEADER = (
+    "| dataset | split | px | epochs | comparison | seeds "
+    "| Δ accuracy | Δ R@1 | accuracy higher on |"
+)
+
+
+def paired_differences(
+    first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> tuple[list[int], list[float], list[float]]:
+    """Seeds both lists of runs hold, and per seed first minus second in accuracy and R@1."""
+    a, b = {r["seed"]: r for r in first}, {r["seed"]: r for r in second}
+    seeds = sorted(set(a) & set(b))
+    d_acc = [a[s]["accuracy"] - b[s]["accuracy"] for s in seeds]
+    d_r1 = [a[s]["recall_at_k"]["1"] - b[s]["recall_at_k"]["1"] for s in seeds]
+    return seeds, d_acc, d_r1
+
+
+def paired_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Rows comparing networks on the seeds both ran (same dataset, split, preset, size and
+    epochs), for the pairs of the paper's ordering; none where no pair shares two seeds."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[group_key(r)].append(r)
+    rows = []
+    settings = sorted({(k[0], k[1], k[3], k[4], k[5]) for k in groups}, key=lambda k: str(k))
+    for dataset, split, preset, px, epochs in settings:
+        for better, worse in PAIRS:
+            first = groups.get((dataset, split, better, preset, px, epochs), [])
+            second = groups.get((dataset, split, worse, preset, px, epochs), [])
+            seeds, d_acc, d_r1 = paired_differences(first, second)
+            if len(seeds) < 2:
+                continue
+            wins = sum(d > 0 for d in d_acc)
+            rows.append(
+                f"| {dataset} | {split} | {px} | {'' if epochs is None else epochs} "
+                f"| {ARCH_TITLE[better]} - {ARCH_TITLE[worse]} | {len(seeds)} "
+                f"| {mean_std(d_acc)} | {mean_std(d_r1)} | {wins} of {len(seeds)} seeds |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## The paper's ordering, seed by seed",
+        "",
+        "Differences in points (first network minus second) over the seeds both networks ran",
+        "with the same settings; one seed fixes the split and the initialisation.",
+        "",
+        PAIRED_HEADER,
+        "|" + "---|" * PAIRED_HEADER.count(" | ") + "---|",
+        *rows,
+    ]
+
+
+def replace_table(document: str, table: str, header: str = HEADER) -> str:
+    """`document` with its table that starts at `header` (to the last row after it) replaced
+    by the rows of the table that starts at `header` in `table`; ValueError if the document
+    has no such table."""
+
+    def block(lines: list[str]) -> tuple[int, int]:
+        start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == header)
+        end = start
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        return start, end
+
+    new = table.splitlines()
+    start, end = block(new)
+    rows = new[start:end]
     lines = document.splitlines(keepends=True)
     try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == HEADER)
+        start, end = block(lines)
     except StopIteration:
         raise ValueError("no results table (its header row) in the document") from None
-    end = start
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
     return "".join(lines[:start] + [r + "\n" for r in rows] + lines[end:])
 
 
@@ -237,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(runs)} run(s) -> {args.out}")
     if args.readme is not None:
         try:
-            write_atomic(args.readme, replace_table(args.readme.read_text("utf-8"), text))
+            document = replace_table(args.readme.read_text("utf-8"), text)
+            if PAIRED_HEADER in text and PAIRED_HEADER in document:
+                document = replace_table(document, text, PAIRED_HEADER)
+            write_atomic(args.readme, document)
         except (OSError, ValueError) as err:
             print(f"error: {args.readme}: {err}", file=sys.stderr)
             return 1

@@ -95,3 +95,32 @@ def test_readme_table_is_replaced_and_the_prose_kept(
     readme.write_text("no table here\n")
     assert make_table.main(["--runs", str(runs), "--out", str(out), "--readme", str(readme)]) == 1
     assert readme.read_text() == "no table here\n"
+
+
+def test_networks_are_compared_on_the_seeds_both_ran(
+    make_table: ModuleType, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed, (cbam, proxy) in enumerate([(0.92, 0.90), (0.91, 0.92), (0.95, 0.91)]):
+        (runs / f"c{seed}.json").write_text(json.dumps(fake_run(seed, cbam, cbam)))
+        plain = {**fake_run(seed, proxy, proxy - 0.01), "arch": "proxy-resnext"}
+        (runs / f"p{seed}.json").write_text(json.dumps(plain))
+    (runs / "c9.json").write_text(json.dumps(fake_run(9, 0.5, 0.5)))  # no partner: left out
+    readme = tmp_path / "README.md"
+    stale = "| bioimlab | paper | stale pair |"
+    readme.write_text(
+        f"{make_table.HEADER}\n|---|\n\nProse.\n\n{make_table.PAIRED_HEADER}\n|---|\n{stale}\n"
+    )
+    out = tmp_path / "table.md"
+    assert make_table.main(["--runs", str(runs), "--out", str(out), "--readme", str(readme)]) == 0
+    pairs = [line for line in out.read_text().splitlines() if "Proxy-ResNeXt-CBAM - " in line]
+    assert len(pairs) == 1  # one pair of networks ran here, on seeds 0-2
+    cells = [c.strip() for c in pairs[0].strip("|").split("|")]
+    # differences 2, -1, 4 points: mean 1.67, sample std 2.52; R@1 one point more each
+    assert cells[5:] == ["3", "1.67 ± 2.52", "2.67 ± 2.52", "2 of 3 seeds"]
+    text = readme.read_text()
+    assert stale not in text and pairs[0] in text and "\nProse.\n" in text
+    # the results table took only its own rows, not the pairs'
+    results_block = text.split("\n\nProse.")[0]
+    assert pairs[0] not in results_block
