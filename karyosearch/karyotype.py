@@ -234,7 +234,7 @@ LABEL_AUDIT_Z = 10.0
 # A crop this many sd from every class's relative size is no chromosome (a speck, a stain
 # blot, a sliver cut off another chromosome): it is left out of the assignment as debris,
 # whatever its scores say. No crop of any of gband612's 612 cells but one (a speck of a few
-# pixels, 24 sd from its nearest class) is more than 5 sd from every class.
+# pixels, 24-25 sd from its nearest class) is more than 5.0 sd from every class.
 DEBRIS_Z = LABEL_AUDIT_Z
 
 
