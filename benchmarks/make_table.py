@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT, help="markdown file to write")
     ap.add_argument("--readme", type=Path, default=None, help="also update the table in it")
     args = ap.parse_args(argv)
+    if not args.runs.is_dir():
+        print(f"error: {args.runs}: no such folder of run JSONs", file=sys.stderr)
+        return 1
     runs = load_runs(args.runs)
     text = render(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,9 @@ def test_readme_table_is_replaced_and_the_prose_kept(
     readme.write_text("no table here\n")
     assert make_table.main(["--runs", str(runs), "--out", str(out), "--readme", str(readme)]) == 1
     assert readme.read_text() == "no table here\n"
+    missing = ["--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.md")]
+    assert make_table.main(missing) == 1
+    assert not (tmp_path / "t.md").exists()
 
 
 def test_networks_are_compared_on_the_seeds_both_ran(
