@@ -200,7 +200,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         for key in sorted((k for k in groups if k[2] == arch), key=lambda k: tuple(map(str, k))):
             lines.append(our_row(key, groups[key]))
     lines += ["", f"{len(runs)} run(s) in {len(groups)} group(s)."]
-    lines += paired_table(runs)
+    lines += paired_table(groups)
     return "\n".join(lines) + "\n"
 
 
@@ -228,12 +228,10 @@ def paired_differences(
     return seeds, d_acc, d_r1
 
 
-def paired_table(runs: list[dict[str, Any]]) -> list[str]:
-    """Rows comparing networks on the seeds both ran (same dataset, split, preset, size and
-    epochs), for the pairs of the paper's ordering; none where no pair shares two seeds."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        groups[group_key(r)].append(r)
+def paired_table(groups: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[str]:
+    """Lines of a table comparing networks on the seeds both ran (runs grouped by
+    `group_key`: same dataset, split, preset, size and epochs), for the pairs of the paper's
+    ordering; none where no pair shares two seeds."""
     rows = []
     settings = sorted({(k[0], k[1], k[3], k[4], k[5]) for k in groups}, key=lambda k: str(k))
     for dataset, split, preset, px, epochs in settings:
