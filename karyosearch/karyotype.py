@@ -238,9 +238,10 @@ LABEL_AUDIT_Z = 10.0
 DEBRIS_Z = LABEL_AUDIT_Z
 
 
-def debris_crops(sizes: np.ndarray, mean: Sequence[float], sd: Sequence[float]) -> np.ndarray:
-    """Mask of a cell's crops more than DEBRIS_Z sd from every class's relative size."""
-    return np.abs(size_z(sizes, mean, sd)).min(axis=1) > DEBRIS_Z
+def debris_crops(z: np.ndarray) -> np.ndarray:
+    """Mask of a cell's crops more than DEBRIS_Z sd from every class's relative size, from
+    their `size_z` (N, classes)."""
+    return np.abs(z).min(axis=1) > DEBRIS_Z
 
 
 def labels_contradicted(
@@ -675,11 +676,7 @@ def karyotype_scores(
     logp = cell_log_probs(scores, params, sizes)
     sized = sizes is not None and params.size_mean is not None and params.size_sd is not None
     z_all = size_z(sizes, params.size_mean, params.size_sd) if sized else None
-    debris = (
-        debris_crops(sizes, params.size_mean, params.size_sd)
-        if sized
-        else np.zeros(len(scores), bool)
-    )
+    debris = debris_crops(z_all) if z_all is not None else np.zeros(len(scores), bool)
     if debris.sum() * 2 >= len(scores):  # most crops off every class: the size model is
         debris[:] = False  # what does not fit this cell, not the crops
     keep = np.flatnonzero(~debris)
