@@ -78,12 +78,21 @@ def epochs_of(r: dict[str, Any]) -> int | None:
     return int(recipe["epochs"]) if recipe.get("epochs") is not None else None
 
 
+def preset_of(r: dict[str, Any]) -> str:
+    """The preset, and the dataset of the checkpoint the run started from (`train --init`)."""
+    preset = str(r.get("preset") or "?")
+    init = (r.get("train") or {}).get("init")
+    if init:
+        preset += f", from {Path(str(init.get('dataset') or '?')).name}"
+    return preset
+
+
 def group_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (
         dataset_name(r),
         r["split"],
         r["arch"],
-        r.get("preset") or "?",
+        preset_of(r),
         r["image_size"],
         epochs_of(r),
     )

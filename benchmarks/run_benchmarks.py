@@ -43,6 +43,7 @@ class Run:
     preset: str
     epochs: int | None = None  # overrides the preset
     image_size: int | None = None  # overrides the preset
+    init: tuple[str, Path] | None = None  # (short name, checkpoint) to start from
 
     @property
     def name(self) -> str:
@@ -51,6 +52,8 @@ class Run:
             parts.append(f"e{self.epochs}")
         if self.image_size is not None:
             parts.append(f"px{self.image_size}")
+        if self.init is not None:
+            parts.append(f"init_{self.init[0]}")
         return "-".join(parts)
 
 
@@ -75,8 +78,9 @@ def parse_data(spec: str) -> tuple[str, Path]:
 
 def plan(args: argparse.Namespace) -> list[Run]:
     datasets = [parse_data(d) for d in args.data]
+    init = parse_data(args.init) if args.init else None
     return [
-        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size)
+        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size, init)
         for (name, path), arch, split, preset, seed in itertools.product(
             datasets, args.arch, args.split, args.preset, parse_seeds(args.seeds)
         )
@@ -133,6 +137,8 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         train_cmd += ["--image-size", str(run.image_size)]
     if args.max_minutes is not None:
         train_cmd += ["--max-minutes", str(args.max_minutes)]
+    if run.init is not None:
+        train_cmd += ["--init", str(run.init[1])]
     train_wall = 0.0
     if not done.exists():
         if model.with_name(model.name + ".last").exists():
@@ -178,6 +184,7 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         "dataset_name": run.dataset,
         "epochs_override": run.epochs,
         "image_size_override": run.image_size,
+        "init": str(run.init[1]) if run.init is not None else None,
         "train_command": shlex.join(train_cmd),
         "train_wall_seconds": train_wall if train_wall == train_wall else None,
         "bench_wall_seconds": bench_wall,
@@ -204,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", action="append", help="default and/or paper (default: default)")
     ap.add_argument("--epochs", type=int, help="override the preset's epochs")
     ap.add_argument("--image-size", type=int, help="override the preset's image size")
+    ap.add_argument(
+        "--init",
+        help="NAME=CHECKPOINT: start every run from these weights (run names end init_NAME)",
+    )
     ap.add_argument("--max-minutes", type=float, help="per-run training wall-time cap")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=64, help="bench batch size")
@@ -213,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the runs and what would happen")
     ap.add_argument("--stop-on-failure", action="store_true", help="stop at the first failed run")
     args = ap.parse_args(argv)
+    if args.init and "=" not in args.init:
+        ap.error("--init takes NAME=CHECKPOINT (NAME goes into the run names)")
     args.arch = args.arch or ["resnext", "proxy-resnext", "proxy-resnext-cbam"]
     args.split = args.split or ["paper", "cell"]
     args.preset = args.preset or ["default"]

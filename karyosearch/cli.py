@@ -209,6 +209,17 @@ def train_command(
         float | None,
         typer.Option("--max-minutes", help="Stop after this wall time, keeping the best."),
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            exists=True,
+            dir_okay=False,
+            help="Start from this checkpoint's weights instead of at random (transfer, e.g. "
+            "from a G-band encoder to Q-band): same network, input size and stem; refused if "
+            "its training saw this split's test images.",
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -220,7 +231,7 @@ def train_command(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train an encoder from scratch and keep the best validation checkpoint.
+    """Train an encoder (from scratch, or from --init) and keep the best validation checkpoint.
 
     The split is made from --seed; the test part is never seen. Each epoch prints wall time,
     training loss, validation loss and accuracy; OUT.last allows --resume after a stop.
@@ -250,6 +261,7 @@ def train_command(
         layout=layout,
         resume=resume,
         max_minutes=max_minutes,
+        init=str(init) if init is not None else None,
         overrides=parse_overrides(overrides or []),
     )
     try:

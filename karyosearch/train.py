@@ -26,6 +26,7 @@ from torch import nn
 
 from .datasets import Dataset, read_dataset
 from .errors import UserError
+from .evaluate import check_unseen
 from .image import ImageError, load, prepare_input
 from .inference import autocast, autocast_dtype, to_model_input
 from .losses import NormalizedSoftmaxLoss
@@ -125,6 +126,7 @@ class TrainOptions:
     resume: bool = False  # continue from `out`.last if it exists
     max_minutes: float | None = None  # stop after this wall time (keeps the best so far)
     limit: int | None = None  # use only the first N training images (smoke tests)
+    init: str | None = None  # start from this checkpoint's weights instead of at random
     overrides: dict[str, Any] = field(default_factory=dict)  # Recipe fields to change
 
 
@@ -371,6 +373,37 @@ _CHOICES = {
 }
 
 
+def initialise(
+    model: Encoder,
+    path: str,
+    dataset: Dataset,
+    split: str,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Copy the weights of checkpoint `path` into `model` (transfer from another training).
+
+    The checkpoint must be of the same network (architecture, stem, classes; the input size
+    may differ), and none of its training (nor of the checkpoints it started from) may have
+    seen the test part of `split`/`seed` of `dataset`. Returns its training record, fingerprint
+    and path, kept under the new record's "init" key so that `bench` checks the whole lineage.
+    """
+    source = read_checkpoint(path)
+    # The weights do not depend on the input size, so a network may move to another size
+    # (fine-tuning at a higher resolution than it was trained at, say); nothing else may differ.
+    differ = [
+        f"{k} {getattr(source.config, k)!r} (here {getattr(model.cfg, k)!r})"
+        for k in model.cfg.__dataclass_fields__
+        if k != "image_size" and getattr(source.config, k) != getattr(model.cfg, k)
+    ]
+    if differ:
+        raise UserError(f"--init {path}: another network: {'; '.join(differ)}")
+    for warning in check_unseen(source.train, dataset, split, seed, who="the --init checkpoint"):
+        log(f"warning: {warning}")
+    model.load_state_dict(source.state_dict)
+    return {**source.train, "fingerprint": source.fingerprint, "path": str(path)}
+
+
 def train(
     opts: TrainOptions,
     log: Callable[[str], None] = print,
@@ -428,7 +461,12 @@ def train(
         in_chans=2 if canvas else 1,
         stem=recipe.stem,
     )
-    model = Encoder(cfg).to(device).to(memory_format=torch.channels_last)
+    model = Encoder(cfg)
+    init = None
+    if opts.init is not None and resumed is None:
+        init = initialise(model, opts.init, dataset, opts.split, opts.seed, log)
+        log(f"initialised from {opts.init} (fingerprint {init['fingerprint']})")
+    model = model.to(device).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval() if recipe.ema else None
     sampler = ClassBalancedBatchSampler(
         y_train, recipe.m_per_class, recipe.classes_per_batch, opts.seed
@@ -455,6 +493,7 @@ def train(
         "autocast": "bf16" if autocast_dtype(device) is not None else None,
         "n_train": int(len(train_ix)),
         "n_val": int(len(val_ix)),
+        "init": init,
         "curve": [],
         "best_epoch": None,
         "val_accuracy": None,

@@ -125,6 +125,24 @@ def test_another_dataset_may_use_any_split(tiny: tuple[Path, Path]) -> None:
         resolve_split(copy, dataset, "cell", 3)
 
 
+def test_a_leak_through_an_init_checkpoint_is_refused(tiny: tuple[Path, Path]) -> None:
+    data, _ = tiny
+    dataset = read_dataset(data)
+    here = {"dataset": str(dataset.root), "layout": dataset.layout}
+    # fine-tuned on another dataset from a checkpoint trained on seed 1 of this one
+    record = {"split": "paper", "seed": 0, "dataset": "/elsewhere/gband612", "layout": "gband"}
+    leaky = {**record, "init": {**here, "split": "paper", "seed": 1}}
+    with pytest.raises(UserError, match="started from .*split seed 1"):
+        resolve_split(leaky, dataset, "paper", 0)
+    assert resolve_split(leaky, dataset, "paper", 1)[:2] == ("paper", 1)
+    # two generations back counts too; another dataset's ancestor does not
+    deep = {**here, "split": "paper", "seed": 0, "init": {**record, "init": leaky["init"]}}
+    with pytest.raises(UserError, match="started from"):
+        resolve_split(deep, dataset, "paper", 0)
+    clean = {**here, "split": "paper", "seed": 0, "init": record}
+    assert resolve_split(clean, dataset, None, None) == ("paper", 0, [])
+
+
 def test_unrecorded_checkpoint_warns_and_resnext_uses_logits(tiny: tuple[Path, Path]) -> None:
     data, _ = tiny
     dataset = read_dataset(data)

@@ -71,6 +71,22 @@ def test_table_averages_seeds_beside_the_paper(make_table: ModuleType, tmp_path:
     assert all(line.count("|") == header.count("|") for line in lines if line.startswith("| "))
 
 
+def test_a_run_started_from_another_checkpoint_is_a_row_of_its_own(
+    make_table: ModuleType,
+) -> None:
+    scratch = [fake_run(0, 0.90, 0.91), fake_run(1, 0.92, 0.93)]
+    started = [fake_run(s, 0.97, 0.96) for s in (0, 1)]
+    for r in started:
+        r["train"]["init"] = {"dataset": "/data/gband612", "split": "karyo", "seed": 1}
+    rows = [
+        line
+        for line in make_table.render(scratch + started).splitlines()
+        if line.startswith("| bioimlab |")
+    ]
+    presets = sorted(line.split("|")[4].strip() for line in rows)
+    assert presets == ["default", "default, from gband612"]
+
+
 def test_single_seed_shows_the_mean_only(make_table: ModuleType) -> None:
     assert make_table.mean_std([0.5]) == "50.00"
     assert make_table.mean_std([]) == ""

@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from karyosearch.cli import app
+from karyosearch.errors import UserError
 from karyosearch.image import foreground_area, load, load_prepared
 from karyosearch.inference import embed_arrays, embed_files
 from karyosearch.labels import CLASS_NAMES
@@ -163,3 +164,60 @@ def test_baselines_train_too(tmp_path, arch):
         log=lambda s: None,
     )
     assert np.isfinite(record["curve"][0]["train_loss"])
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_a_leak_or_another_network(tmp_path):
+    data = make_folder_dataset(tmp_path / "data")
+    first = tmp_path / "a.pt"
+    train(
+        TrainOptions(data=str(data), out=str(first), epochs=1, image_size=32, overrides=PLAIN),
+        log=lambda s: None,
+    )
+    source = load_encoder(first)
+    # learning rate 0: the fine-tuned network keeps the weights it started from (a random start
+    # with seed 0 would be the first network's before its epoch of training)
+    frozen = {**PLAIN, "lr": 0.0}
+    second = tmp_path / "b.pt"
+    record = train(
+        TrainOptions(
+            data=str(data),
+            out=str(second),
+            epochs=1,
+            image_size=32,
+            overrides=frozen,
+            init=str(first),
+        ),
+        log=lambda s: None,
+    )
+    assert record["init"]["fingerprint"] == source.fingerprint
+    assert record["init"]["seed"] == 0 and record["init"]["path"] == str(first)
+    started = load_encoder(second)
+    key = "features.0.weight"
+    assert torch.equal(started.state_dict()[key], source.state_dict()[key])
+
+    with pytest.raises(UserError, match="split seed 0 of this dataset"):
+        train(  # seed 1's test images are among the --init checkpoint's training images
+            TrainOptions(
+                data=str(data),
+                out=str(tmp_path / "c.pt"),
+                seed=1,
+                epochs=1,
+                image_size=32,
+                overrides=PLAIN,
+                init=str(first),
+            ),
+            log=lambda s: None,
+        )
+    with pytest.raises(UserError, match="another network: arch 'proxy-resnext-cbam'"):
+        train(  # (another input size is allowed: the weights do not depend on it)
+            TrainOptions(
+                data=str(data),
+                out=str(tmp_path / "d.pt"),
+                arch="proxy-resnext",
+                epochs=1,
+                image_size=48,
+                overrides=PLAIN,
+                init=str(first),
+            ),
+            log=lambda s: None,
+        )
