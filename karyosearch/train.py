@@ -31,7 +31,14 @@ from .image import ImageError, load, prepare_input
 from .inference import autocast, autocast_dtype, to_model_input
 from .losses import NormalizedSoftmaxLoss
 from .machine import cpu_name
-from .model import STEMS, Encoder, EncoderConfig, read_checkpoint, save_checkpoint
+from .model import (
+    STEMS,
+    Checkpoint,
+    Encoder,
+    EncoderConfig,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .sampler import ClassBalancedBatchSampler
 from .splits import split_dataset
 
@@ -373,22 +380,13 @@ _CHOICES = {
 }
 
 
-def initialise(
-    model: Encoder,
-    path: str,
-    dataset: Dataset,
-    split: str,
-    seed: int,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Copy the weights of checkpoint `path` into `model` (transfer from another training).
+def initialise(model: Encoder, source: Checkpoint, path: str) -> dict[str, Any]:
+    """Copy the weights of checkpoint `source` (read from `path`) into `model`.
 
     The checkpoint must be of the same network (architecture, stem, classes; the input size
-    may differ), and none of its training (nor of the checkpoints it started from) may have
-    seen the test part of `split`/`seed` of `dataset`. Returns its training record, fingerprint
-    and path, kept under the new record's "init" key so that `bench` checks the whole lineage.
+    may differ). Returns its training record, fingerprint and path, kept under the new
+    record's "init" key so that `bench` checks the whole lineage (`evaluate.check_unseen`).
     """
-    source = read_checkpoint(path)
     # The weights do not depend on the input size, so a network may move to another size
     # (fine-tuning at a higher resolution than it was trained at, say); nothing else may differ.
     differ = [
@@ -398,8 +396,6 @@ def initialise(
     ]
     if differ:
         raise UserError(f"--init {path}: another network: {'; '.join(differ)}")
-    for warning in check_unseen(source.train, dataset, split, seed, who="the --init checkpoint"):
-        log(f"warning: {warning}")
     model.load_state_dict(source.state_dict)
     return {**source.train, "fingerprint": source.fingerprint, "path": str(path)}
 
@@ -434,6 +430,13 @@ def train(
     dataset: Dataset = read_dataset(opts.data, opts.layout)  # type: ignore[arg-type]
     split = split_dataset(dataset, opts.split, opts.seed)
     train_ix, val_ix = split.train, split.val
+    source = None  # the checkpoint to start from, checked before the images are loaded
+    if opts.init is not None and resumed is None:
+        source = read_checkpoint(opts.init)
+        for warning in check_unseen(
+            source.train, dataset, opts.split, opts.seed, who="the --init checkpoint"
+        ):
+            log(f"warning: {warning}")
     if opts.limit is not None:
         train_ix, val_ix = train_ix[: opts.limit], val_ix[: max(opts.limit // 4, 1)]
     paths = [dataset.items[i].path for i in np.concatenate([train_ix, val_ix])]
@@ -463,8 +466,8 @@ def train(
     )
     model = Encoder(cfg)
     init = None
-    if opts.init is not None and resumed is None:
-        init = initialise(model, opts.init, dataset, opts.split, opts.seed, log)
+    if source is not None:
+        init = initialise(model, source, str(opts.init))
         log(f"initialised from {opts.init} (fingerprint {init['fingerprint']})")
     model = model.to(device).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval() if recipe.ema else None
