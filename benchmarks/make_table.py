@@ -8,8 +8,9 @@ random image-level splits, mean over 100 splits, 224 px) sits above our rows for
 
     python benchmarks/make_table.py [--runs DIR] [--out FILE] [--readme README.md]
 
-Below it, networks run on the same seeds are compared seed by seed (the paper's ordering:
-CBAM > proxy > plain). --runs defaults to benchmarks/results/runs, --out to
+Below it, runs on the same seeds are compared seed by seed: networks (the paper's ordering,
+CBAM > proxy > plain), and a run started from another checkpoint (`train --init`) against
+the same run from scratch. --runs defaults to benchmarks/results/runs, --out to
 benchmarks/results/table.md; --readme also replaces the tables in that file (each the block
 of lines from its header row to the next line that is not a table row) with the new ones:
 the results table always, the seed-by-seed table where the file has one.
@@ -237,33 +238,57 @@ def paired_differences(
     return seeds, d_acc, d_r1
 
 
-def paired_table(groups: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[str]:
-    """Lines of a table comparing networks on the seeds both ran (runs grouped by
-    `group_key`: same dataset, split, preset, size and epochs), for the pairs of the paper's
-    ordering; none where no pair shares two seeds."""
-    rows = []
+def comparisons(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]],
+) -> list[tuple[tuple[Any, ...], tuple[Any, ...], str]]:
+    """(first group, second group, label) for every pair the seed-by-seed table compares: the
+    pairs of the paper's ordering under the same settings, and each run started from another
+    checkpoint (`train --init`) against the same run from scratch."""
+    pairs = []
     settings = sorted({(k[0], k[1], k[3], k[4], k[5]) for k in groups}, key=lambda k: str(k))
     for dataset, split, preset, px, epochs in settings:
         for better, worse in PAIRS:
-            first = groups.get((dataset, split, better, preset, px, epochs), [])
-            second = groups.get((dataset, split, worse, preset, px, epochs), [])
-            seeds, d_acc, d_r1 = paired_differences(first, second)
-            if len(seeds) < 2:
-                continue
-            wins = sum(d > 0 for d in d_acc)
-            rows.append(
-                f"| {dataset} | {split} | {px} | {'' if epochs is None else epochs} "
-                f"| {ARCH_TITLE[better]} - {ARCH_TITLE[worse]} | {len(seeds)} "
-                f"| {mean_std(d_acc)} | {mean_std(d_r1)} | {wins} of {len(seeds)} seeds |"
+            pairs.append(
+                (
+                    (dataset, split, better, preset, px, epochs),
+                    (dataset, split, worse, preset, px, epochs),
+                    f"{ARCH_TITLE[better]} - {ARCH_TITLE[worse]}",
+                )
             )
+    for key in sorted(groups, key=lambda k: tuple(map(str, k))):
+        preset, _, source = key[3].partition(", from ")
+        if source:
+            title = ARCH_TITLE.get(key[2], key[2])
+            scratch = (*key[:3], preset, *key[4:])
+            pairs.append((key, scratch, f"{title} from {source} - from scratch"))
+    return pairs
+
+
+def paired_table(groups: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[str]:
+    """Lines of a table comparing groups of runs (`group_key`) on the seeds both ran, for
+    the pairs of `comparisons`; none where no pair shares two seeds."""
+    rows = []
+    for first_key, second_key, label in comparisons(groups):
+        seeds, d_acc, d_r1 = paired_differences(
+            groups.get(first_key, []), groups.get(second_key, [])
+        )
+        if len(seeds) < 2:
+            continue
+        dataset, split, _, _, px, epochs = first_key
+        wins = sum(d > 0 for d in d_acc)
+        rows.append(
+            f"| {dataset} | {split} | {px} | {'' if epochs is None else epochs} "
+            f"| {label} | {len(seeds)} "
+            f"| {mean_std(d_acc)} | {mean_std(d_r1)} | {wins} of {len(seeds)} seeds |"
+        )
     if not rows:
         return []
     return [
         "",
-        "## The paper's ordering, seed by seed",
+        "## Seed by seed",
         "",
-        "Differences in points (first network minus second) over the seeds both networks ran",
-        "with the same settings; one seed fixes the split and the initialisation.",
+        "Differences in points (first minus second) over the seeds both ran with the same",
+        "settings; one seed fixes the split (and, from scratch, the initialisation).",
         "",
         PAIRED_HEADER,
         "|" + "---|" * PAIRED_HEADER.count(" | ") + "---|",
