@@ -216,8 +216,8 @@ def train_command(
             exists=True,
             dir_okay=False,
             help="Start from this checkpoint's weights instead of at random (transfer, e.g. "
-            "from a G-band encoder to Q-band): same network, input size and stem; refused if "
-            "its training saw this split's test images.",
+            "from a G-band encoder to Q-band): the same network and stem, at any input size; "
+            "refused if its training saw this split's test images.",
         ),
     ] = None,
     overrides: Annotated[

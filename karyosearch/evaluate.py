@@ -91,12 +91,14 @@ def check_unseen(
         if trained_split is not None and name != trained_split:
             raise UserError(
                 f"{whose} was trained on the {trained_split!r} split of this dataset: the test "
-                f"part of the {name!r} split would overlap its training images"
+                f"part of the {name!r} split would overlap its training images (use split "
+                f"{trained_split}, or a checkpoint trained with --split {name})"
             )
         if trained_seed is not None and number != int(trained_seed):
             raise UserError(
                 f"{whose} was trained on split seed {trained_seed} of this dataset: the test "
-                f"part of seed {number} would overlap its training images"
+                f"part of seed {number} would overlap its training images (use seed "
+                f"{trained_seed}, or a checkpoint trained with --seed {number})"
             )
         if trained_split is None or trained_seed is None:
             warnings.append(
