@@ -59,6 +59,8 @@ import numpy as np
 
 from karyosearch.atomic import atomic_path
 from karyosearch.datasets import Dataset, read_dataset
+from karyosearch.errors import UserError
+from karyosearch.evaluate import check_unseen
 from karyosearch.inference import EmbeddedFiles
 from karyosearch.karyotype import (
     HOMOLOGUE_WEIGHT_GRID,
@@ -222,21 +224,12 @@ def cells_by_side(dataset: Dataset, split: Split, limit: int, seed: int) -> list
 def leak_warnings(
     record: dict[str, Any], dataset: Dataset, split_name: str, seed: int
 ) -> list[str]:
-    """Why the encoder may have seen test cells, judged from its training record."""
-    trained_on = record.get("dataset")
-    if trained_on is None:
-        return ["the checkpoint does not say what it was trained on; test cells may be seen"]
-    if Path(trained_on).resolve() != dataset.root.resolve():
-        return []  # another dataset: nothing of this one was seen
-    out = []
-    if record.get("split") != split_name:
-        out.append(
-            f"the encoder was trained on split {record.get('split')!r}, not {split_name!r}: "
-            "test patients may be among its training images"
-        )
-    if record.get("seed") != seed:
-        out.append(f"the encoder was trained with split seed {record.get('seed')}, not {seed}")
-    return out
+    """Why the encoder may have seen test cells, judged from its training record and those of
+    the checkpoints it started from (`evaluate.check_unseen`, as a warning here)."""
+    try:
+        return check_unseen(record, dataset, split_name, seed, who="the encoder")
+    except UserError as err:
+        return [str(err)]
 
 
 def crop_metrics(
