@@ -112,7 +112,7 @@ def machine() -> dict[str, Any]:
     import h5py
 
     import karyosearch
-    from karyosearch.machine import describe
+    from karyosearch.util.runtime import describe
 
     return {
         **describe(),
@@ -152,7 +152,8 @@ def log(text: str) -> None:
 def random_checkpoint(folder: Path, quick: bool) -> Path:
     import torch
 
-    from karyosearch.model import EncoderConfig, build_encoder, save_checkpoint
+    from karyosearch.model.checkpoint import save_checkpoint
+    from karyosearch.model.encoder import EncoderConfig, build_encoder
 
     torch.manual_seed(0)
     cfg = EncoderConfig(image_size=32, stem="standard") if quick else EncoderConfig()
@@ -167,9 +168,10 @@ def cli_command() -> list[str]:
 
 
 def bench_real(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
-    from karyosearch.datasets import Dataset, read_dataset
-    from karyosearch.engine import SearchIndex, build_or_update
-    from karyosearch.model import read_checkpoint
+    from karyosearch.data.datasets import Dataset, read_dataset
+    from karyosearch.model.checkpoint import read_checkpoint
+    from karyosearch.search.engine import SearchIndex
+    from karyosearch.search.update import build_or_update
 
     dataset = read_dataset(args.data)
     items = dataset.items
@@ -344,7 +346,11 @@ def index_bytes(index: Any, tmp: Path) -> int:
 def bench_synthetic(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import faiss
 
-    from karyosearch.index import apply_search_params, default_search_params, new_base_index
+    from karyosearch.search.faiss_index import (
+        apply_search_params,
+        default_search_params,
+        new_base_index,
+    )
 
     c = centres(args.seed)
     queries = vectors(args.seed, 2, 0, args.nq, c)

@@ -4,15 +4,15 @@ abnormal karyotypes found?
 Protocol (nothing is fitted on test cells):
 
 - Split. G-band (and any set with abnormal cells): the `karyo` split
-  (`karyotype.abnormal_patient_split`): every patient with an abnormal cell is on the test side,
+  (`data.splits.abnormal_patient_split`): every patient with an abnormal cell is on the test side,
   plus a seeded random share of the other patients; grouped by patient, so the encoder (trained
   on the same split and seed) never saw a test patient. BioImLab (all normal): the `cell`
   split's test side. A cell's true karyotype is read from its crop labels
-  (`karyotype.true_karyotype`): the sex chromosomes as counted, an autosome with 3 crops a
+  (`cytogenetics.true_karyotype`): the sex chromosomes as counted, an autosome with 3 crops a
   trisomy, an autosome with fewer than 2 crops a crop not cut out; cells with no sex
   chromosome or more than 2 missing crops (the 36-image G-band cell) are left out of the
   karyotype metrics.
-- Size: each crop's chromosome area relative to its cell's (`karyotype.relative_sizes`); the
+- Size: each crop's chromosome area relative to its cell's (`sizes.relative_sizes`); the
   per-class size model is fitted on the training cells, and the temperature and size weight
   together on the validation crops (NLL; `fit_size_weight`). --no-size leaves size out.
 - Temperature: fitted on the validation crops (NLL).
@@ -28,7 +28,7 @@ Protocol (nothing is fitted on test cells):
   abnormality call, the confusion of karyotype calls, and how many wrong crops the review
   list catches.
 - Label audit: a test cell with a crop more than 10 sd from its labelled class's relative size
-  (`karyotype.labels_contradicted`; the training cells' size model and the labels alone, no
+  (`sizes.labels_contradicted`; the training cells' size model and the labels alone, no
   encoder) has labels that contradict its images. Such cells are listed with the crops at
   fault, and the metrics are given again without them (`label_audit` in the JSON); the
   headline metrics keep every cell.
@@ -36,7 +36,9 @@ Protocol (nothing is fitted on test cells):
     .venv/bin/python benchmarks/bench_karyotype.py --model runs/m.pt --data ../shared/data/gband612
     .venv/bin/python benchmarks/bench_karyotype.py --model runs/b.pt --data ../shared/data/bioimlab
 
-The fitted parameters go to --params-out (default: <model>.karyotype.json, which
+Steps 1 and 2 (temperature, size, penalties) are the library's fit,
+`karyosearch.karyotype.fit.fit_karyotype`, the same as `karyosearch karyotype fit`; this script
+adds the test. The fitted parameters go to --params-out (default: <model>.karyotype.json, which
 `karyosearch karyotype` then picks up); the results to
 benchmarks/results/karyotype_<dataset>.json.
 """
@@ -44,47 +46,30 @@ benchmarks/results/karyotype_<dataset>.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from karyosearch.atomic import atomic_path
-from karyosearch.datasets import Dataset, read_dataset
-from karyosearch.errors import UserError
-from karyosearch.evaluate import check_unseen
-from karyosearch.inference import EmbeddedFiles
-from karyosearch.karyotype import (
-    HOMOLOGUE_WEIGHT_GRID,
-    LABEL_AUDIT_Z,
-    NORMAL_KARYOTYPES,
-    KaryotypeParams,
-    LabelledCell,
-    cell_log_probs,
-    contradicted_crops,
-    fit_penalty,
-    fit_size_model,
-    fit_size_weight,
-    fit_temperature,
-    is_normal,
-    karyotype_scores,
-    params_path,
-    relative_sizes,
-    save_params,
-    simulate_cells,
-    true_karyotype,
-)
+from karyosearch.cytogenetics import NORMAL_KARYOTYPES, is_normal, true_karyotype
+from karyosearch.data.datasets import Dataset, read_dataset
+from karyosearch.karyotype.calibrate import cell_log_probs
+from karyosearch.karyotype.fit import CellRows, fit_karyotype
+from karyosearch.karyotype.params import KaryotypeParams, params_path, save_params
+from karyosearch.karyotype.penalty import HOMOLOGUE_WEIGHT_GRID
+from karyosearch.karyotype.report import karyotype_scores
+from karyosearch.karyotype.simulate import LabelledCell
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.machine import describe
-from karyosearch.splits import Split, split_dataset
+from karyosearch.model.embed import EmbeddedFiles
+from karyosearch.sizes import LABEL_AUDIT_Z, contradicted_crops, relative_sizes
+from karyosearch.util.atomic import atomic_path
+from karyosearch.util.runtime import describe, timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,57 +164,6 @@ def _weights(text: str) -> list[float]:
         return [float(w) for w in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers, comma-separated: {text!r}") from None
-
-
-@dataclass
-class CellRows:
-    """One cell: its dataset rows, split side and true karyotype."""
-
-    cell_id: str
-    rows: list[int]
-    side: str
-    karyotype: str | None
-
-
-def cells_by_side(dataset: Dataset, split: Split, limit: int, seed: int) -> list[CellRows]:
-    side_of = np.empty(len(dataset), dtype=object)
-    for name in ("train", "val", "test"):
-        side_of[split.part(name)] = name
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, it in enumerate(dataset.items):
-        rows[it.cell_id or it.path].append(i)
-    labels = np.asarray(dataset.labels)
-    cells = [CellRows(c, r, str(side_of[r[0]]), true_karyotype(labels[r])) for c, r in rows.items()]
-    for c in cells:
-        if len({side_of[i] for i in c.rows}) != 1:
-            raise SystemExit(f"cell {c.cell_id} straddles split sides; the split is not grouped")
-    if limit > 0:
-        rng = np.random.default_rng(seed)
-        kept = []
-        for side in ("train", "val", "test"):
-            on = [c for c in cells if c.side == side]
-            # keep every abnormal test cell, fill the rest at random
-            first = (
-                [c for c in on if c.karyotype and not is_normal(c.karyotype)]
-                if side == "test"
-                else []
-            )
-            rest = [c for c in on if c not in first]
-            pick = rng.permutation(len(rest))[: max(limit - len(first), 0)]
-            kept += first + [rest[i] for i in sorted(pick)]
-        cells = kept
-    return cells
-
-
-def leak_warnings(
-    record: dict[str, Any], dataset: Dataset, split_name: str, seed: int
-) -> list[str]:
-    """Why the encoder may have seen test cells, judged from its training record and those of
-    the checkpoints it started from (`evaluate.check_unseen`, as a warning here)."""
-    try:
-        return check_unseen(record, dataset, split_name, seed, who="the encoder")
-    except UserError as err:
-        return [str(err)]
 
 
 def crop_metrics(
@@ -422,152 +356,51 @@ def machine(device: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from karyosearch.inference import embed_files
-    from karyosearch.model import load_encoder
-    from karyosearch.train import pick_device
+    from karyosearch.model.checkpoint import load_encoder
+    from karyosearch.model.embed import embed_files
+    from karyosearch.util.runtime import pick_device
 
     device = pick_device(args.device)
     encoder = load_encoder(args.model, device)
-    record = getattr(encoder, "train_record", {}) or {}
-    seed = args.seed if args.seed is not None else int(record.get("seed", 0) or 0)
     dataset = read_dataset(args.data)
-    split_name = (
-        args.split
-        if args.split != "auto"
-        else ("cell" if dataset.layout == "bioimlab" else "karyo")
+    embed_seconds = 0.0
+
+    def embed(paths: list[str]) -> EmbeddedFiles:
+        """The crops' scores: embedded, or read from --scores-in; timed."""
+        nonlocal embed_seconds
+        print(
+            f"{dataset.root.name}: embedding {len(paths)} crops on {device}",
+            file=sys.stderr,
+        )
+        start = time.perf_counter()
+        if args.scores_in is not None:
+            emb = load_scores(args.scores_in, getattr(encoder, "fingerprint", ""), set(paths))
+        else:
+            emb = embed_files(encoder, paths, batch_size=args.batch_size)
+        embed_seconds = time.perf_counter() - start
+        return emb
+
+    # 1-2. temperature, size model and weight, penalties: the library's fit (never test cells)
+    fit = fit_karyotype(
+        encoder,
+        dataset,
+        split=args.split,
+        seed=args.seed,
+        penalty_cells=args.penalty_cells,
+        fpr_cells=args.fpr_cells,
+        max_fpr=args.max_fpr,
+        homologue_weights=args.homologue_weights,
+        use_size=not args.no_size,
+        limit_cells=args.limit_cells,
+        embed=embed,
     )
-    split = split_dataset(dataset, split_name, seed)
-    warnings = leak_warnings(record, dataset, split_name, seed)
-    for w in warnings:
+    for w in fit.warnings:
         print(f"warning: {w}", file=sys.stderr)
-
-    cells = cells_by_side(dataset, split, args.limit_cells, seed)
-    penalty_sides = set(args.penalty_cells.split("+"))
-    needed = [c for c in cells if c.side == "test" or c.side == "val" or c.side in penalty_sides]
-    paths = [dataset.items[i].path for c in needed for i in c.rows]
-    print(
-        f"{dataset.root.name}: {split_name} split, seed {seed}; embedding {len(paths)} crops of "
-        f"{len(needed)} cells on {device}",
-        file=sys.stderr,
-    )
-    start = time.perf_counter()
-    if args.scores_in is not None:
-        emb = load_scores(args.scores_in, getattr(encoder, "fingerprint", ""), set(paths))
-    else:
-        emb = embed_files(encoder, paths, batch_size=args.batch_size)
-    embed_seconds = time.perf_counter() - start
-    row_of = {p: i for i, p in enumerate(emb.paths)}
-    labels_all = np.asarray(dataset.labels)
+    params, cells, emb, seed, split_name = fit.params, fit.cells, fit.embedded, fit.seed, fit.split
+    temperature, warnings, mean, sd = fit.temperature, fit.warnings, fit.size_mean, fit.size_sd
+    labelled, row_of = fit.labelled, fit.row_of
     if args.scores_out is not None:
-        save_scores(args.scores_out, emb, dataset, needed, getattr(encoder, "fingerprint", ""))
-
-    def labelled(c: CellRows) -> tuple[LabelledCell, list[str]] | None:
-        ok = [i for i in c.rows if dataset.items[i].path in row_of]
-        if not ok or c.karyotype is None:
-            return None
-        rows = [row_of[dataset.items[i].path] for i in ok]
-        return (
-            LabelledCell(
-                emb.scores[rows],
-                labels_all[ok],
-                c.karyotype,
-                c.cell_id,
-                emb.embeddings[rows],
-                None if args.no_size else relative_sizes(emb.areas[rows]),
-            ),
-            [dataset.items[i].path for i in ok],
-        )
-
-    def crops_on(sides: set[str]) -> tuple[list[int], list[int], np.ndarray]:
-        """Embedded rows, labels and relative sizes (each within its cell) of the crops of
-        the cells on `sides`."""
-        rows, labels, sizes = [], [], []
-        for c in cells:
-            ok = [i for i in c.rows if dataset.items[i].path in row_of]
-            if c.side in sides and ok:
-                r = [row_of[dataset.items[i].path] for i in ok]
-                rows += r
-                labels += [dataset.items[i].label for i in ok]
-                sizes.append(relative_sizes(emb.areas[r]))
-        return rows, labels, np.concatenate(sizes) if sizes else np.zeros(0)
-
-    # 1. temperature on validation crops; with size, the size model on training crops and the
-    # temperature and size weight together on validation crops
-    val_rows, val_labels, val_sizes = crops_on({"val"})
-    if val_rows:
-        temperature = fit_temperature(emb.scores[val_rows], val_labels)
-    else:
-        temperature = encoder.score_temperature
-        warnings.append("no validation crops: the encoder's training temperature is used")
-    params = KaryotypeParams(temperature=temperature)
-    # the size model of the training cells: a term of the crops' probabilities (unless
-    # --no-size) and, always, the label audit of the test cells
-    _, train_labels, train_sizes = crops_on(penalty_sides)
-    mean, sd = fit_size_model([train_sizes], [np.asarray(train_labels)])
-    if not args.no_size and val_rows:
-        params = fit_size_weight(
-            emb.scores[val_rows],
-            val_sizes,
-            val_labels,
-            replace(params, size_mean=mean, size_sd=sd),
-        )
-        temperature = float(params.temperature or temperature)
-
-    # 2. penalties on training cells with simulated abnormalities
-    train_cells = [
-        lc
-        for c in cells
-        if c.side in penalty_sides
-        and c.karyotype
-        and is_normal(c.karyotype)
-        and (lc := labelled(c)) is not None
-    ]
-    sim_normal, sim_abnormal = simulate_cells([lc for lc, _ in train_cells], seed=seed)
-    # ...held to the FPR bound on validation cells as well (the encoder never saw them, so
-    # its scores there are as sure as on new cells, not as sure as on its training cells)
-    held_out: list[LabelledCell] = []
-    held_out_abnormal: list[LabelledCell] = []
-    if args.fpr_cells == "val" and "val" not in penalty_sides:
-        val_normal = [
-            lc
-            for c in cells
-            if c.side == "val"
-            and c.karyotype
-            and is_normal(c.karyotype)
-            and (lc := labelled(c)) is not None
-        ]
-        held_out, held_out_abnormal = simulate_cells([lc for lc, _ in val_normal], seed=seed)
-    if sim_normal and sim_abnormal:
-        params = fit_penalty(
-            sim_normal,
-            sim_abnormal,
-            params,
-            max_fpr=args.max_fpr,
-            held_out_normal=held_out,
-            held_out_abnormal=held_out_abnormal,
-            homologue_weights=args.homologue_weights,
-        )
-    else:
-        warnings.append("no training cells to fit penalties on: defaults are used")
-    params.fitted.update(
-        {
-            "temperature": {"value": temperature, "n_val_crops": len(val_rows)},
-            "size": {
-                "weight": params.size_weight,
-                "model_cells": args.penalty_cells,
-                "weight_cells": "val",
-            }
-            if params.size_mean is not None
-            else None,
-            "dataset": str(dataset.root),
-            "split": split_name,
-            "seed": seed,
-            "penalty_cells": args.penalty_cells,
-            "fpr_cells": args.fpr_cells,
-            "model_fingerprint": getattr(encoder, "fingerprint", ""),
-            "at": dt.datetime.now().isoformat(timespec="seconds"),
-        }
-    )
+        save_scores(args.scores_out, emb, dataset, cells, getattr(encoder, "fingerprint", ""))
     params_out = args.params_out or params_path(args.model)
     save_params(params, params_out)
 
@@ -596,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test_cells_without_a_readable_karyotype": excluded,
         "params": params.to_json(),
         "params_file": str(params_out),
-        "simulated": {"normal": len(sim_normal), "abnormal": len(sim_abnormal)},
+        "simulated": fit.n_simulated,
         "embed_seconds": embed_seconds,
         "unreadable": [{"path": e.path, "reason": e.reason} for e in emb.errors],
         "warnings": warnings,
@@ -610,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_without_flagged": {k: v for k, v in ev_audited.items() if k != "cells"},
         },
         "machine": machine(str(device)),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "date": timestamp(),
         "argv": sys.argv[1:] if argv is None else list(argv),
     }
     json_out = (

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import PIL
 
-from karyosearch.datasets import read_dataset
-from karyosearch.image import PREPROCESS_VERSION, load_prepared
-from karyosearch.machine import describe
+from karyosearch.data.datasets import read_dataset
+from karyosearch.data.image import PREPROCESS_VERSION, load_prepared
+from karyosearch.util.runtime import describe
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("bioimlab", "gband612")

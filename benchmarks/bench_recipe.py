@@ -1,7 +1,7 @@
 """Training recipes compared on validation: one run per variant, its learning curve saved.
 
 Each variant is the `default` preset with some Recipe fields changed, trained with
-`karyosearch.train.train` on the given data, split and seed (the test part is never touched:
+`karyosearch.train.loop.train` on the given data, split and seed (the test part is never touched:
 choices are made on validation accuracy only). The full training record (recipe, curve of
 epoch / wall time / training loss / validation loss and accuracy) goes to
 `benchmarks/results/recipes/<variant>.json`; a variant whose JSON exists is skipped and an
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from karyosearch.atomic import atomic_path  # noqa: E402
 from karyosearch.errors import UserError  # noqa: E402
-from karyosearch.train import TrainOptions, parse_overrides, train  # noqa: E402
+from karyosearch.train.loop import train  # noqa: E402
+from karyosearch.train.recipe import TrainOptions, parse_overrides  # noqa: E402
+from karyosearch.util.atomic import atomic_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recipes"

@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from karyosearch.inference import cpu_has_fast_bf16  # noqa: E402
-from karyosearch.losses import NormalizedSoftmaxLoss  # noqa: E402
-from karyosearch.machine import describe  # noqa: E402
-from karyosearch.model import EncoderConfig, build_encoder  # noqa: E402
+from karyosearch.model.encoder import EncoderConfig, build_encoder  # noqa: E402
+from karyosearch.train.losses import NormalizedSoftmaxLoss  # noqa: E402
+from karyosearch.util.runtime import (
+    cpu_has_fast_bf16,  # noqa: E402
+    describe,  # noqa: E402
+)
 
 
 def time_steps(model, x, y, train: bool, bf16: bool, steps: int, warmup: int) -> list[float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from karyosearch.datasets import Item, read_dataset
+from karyosearch.data.datasets import Item, read_dataset
 from karyosearch.labels import CLASS_NAMES
 
 SCALE = 2  # source px -> figure px

@@ -1,13 +1,13 @@
 """karyosearch: embedding search and classification of human chromosome images."""
 
 from .labels import CLASS_NAMES
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["CLASS_NAMES", "__version__", "load_encoder"]
 
 
 def load_encoder(path, device="cpu"):
-    """Rebuild an encoder from a checkpoint alone (see karyosearch.model.load_encoder)."""
-    from .model import load_encoder as _load
+    """Rebuild an encoder from a checkpoint alone (see karyosearch.model.checkpoint)."""
+    from .model.checkpoint import load_encoder as _load
 
     return _load(path, device)

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from karyosearch.cli import app
-from karyosearch.model import EncoderConfig, build_encoder, save_checkpoint
+from karyosearch.model.checkpoint import save_checkpoint
+from karyosearch.model.encoder import EncoderConfig, build_encoder
 
 from .test_evaluate import DESIGN_KEYS, make_folder_dataset
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from karyosearch.cli import app
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.model import EncoderConfig, build_encoder, save_checkpoint
+from karyosearch.model.checkpoint import save_checkpoint
+from karyosearch.model.encoder import EncoderConfig, build_encoder
 
 from .conftest import chromosome_array, make_folders_layout, write_image
 
@@ -129,7 +130,7 @@ def test_batch_summary_and_pngs(tmp_path: Path, ckpt: Path) -> None:
 
 
 def test_index_gives_review_crops_neighbours(tmp_path: Path, ckpt: Path) -> None:
-    from karyosearch.engine import build_or_update
+    from karyosearch.search.update import build_or_update
 
     build_or_update(
         tmp_path / "idx", make_folders_layout(tmp_path / "archive", 1, junk=False), ckpt

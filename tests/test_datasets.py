@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from karyosearch.datasets import (
-    LAYOUTS,
-    Dataset,
-    DatasetError,
-    Item,
-    read_dataset,
-    survey,
-)
+from karyosearch.data.datasets import LAYOUTS, Dataset, DatasetError, Item, read_dataset
+from karyosearch.data.survey import survey
 from karyosearch.labels import CLASS_NAMES, class_name
 
 from .conftest import (

@@ -13,20 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-import karyosearch.index as index_mod
-import karyosearch.inference as inference
-from karyosearch.engine import (
-    SearchIndex,
-    build_or_update,
-    knn_vote,
-    plan_update,
-    predict,
-    remove,
-)
-from karyosearch.image import ImageError
-from karyosearch.index import FactoryError, ModelMismatchError, read_index_folder
+import karyosearch.model.embed as inference
+import karyosearch.search.folder as index_mod
+from karyosearch.data.image import ImageError
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.model import Encoder, EncoderConfig, build_encoder, load_encoder, save_checkpoint
+from karyosearch.model.checkpoint import load_encoder, save_checkpoint
+from karyosearch.model.encoder import Encoder, EncoderConfig, build_encoder
+from karyosearch.model.predict import predict
+from karyosearch.search.engine import SearchIndex, knn_vote
+from karyosearch.search.faiss_index import FactoryError
+from karyosearch.search.folder import ModelMismatchError, read_index_folder
+from karyosearch.search.update import build_or_update, plan_update, remove
 
 from .conftest import BIOIMLAB, chromosome_array, need, write_image
 

@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from karyosearch.datasets import read_dataset
+from karyosearch.data.datasets import read_dataset
+from karyosearch.data.splits import make_split
 from karyosearch.errors import UserError
-from karyosearch.evaluate import evaluate, figures, resolve_split
+from karyosearch.evaluation.bench import evaluate
+from karyosearch.evaluation.figures import figures
+from karyosearch.evaluation.provenance import resolve_split
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.model import EncoderConfig, build_encoder, load_encoder, save_checkpoint
-from karyosearch.splits import make_split
+from karyosearch.model.checkpoint import load_encoder, save_checkpoint
+from karyosearch.model.encoder import EncoderConfig, build_encoder
 
 from .conftest import chromosome_array, write_image
 

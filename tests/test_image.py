@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from karyosearch.image import (
+from karyosearch.data.image import (
     MAX_SIDE,
     ImageError,
     crop_chromosome,

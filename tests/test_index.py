@@ -11,23 +11,25 @@ import faiss
 import numpy as np
 import pytest
 
-import karyosearch.index as index_mod
-from karyosearch.index import (
-    CARD_FILE,
+import karyosearch.search.folder as index_mod
+from karyosearch.search.faiss_index import (
     FactoryError,
+    build_faiss,
+    default_search_params,
+    faiss_ids,
+    update_faiss,
+)
+from karyosearch.search.folder import (
+    CARD_FILE,
     IndexCard,
     IndexFolderError,
     IndexNotFoundError,
     ModelMismatchError,
-    build_faiss,
-    default_search_params,
-    faiss_ids,
     read_index_folder,
-    update_faiss,
     write_index_folder,
     writer_lock,
 )
-from karyosearch.store import Rows
+from karyosearch.search.store import Rows
 
 D = 64
 

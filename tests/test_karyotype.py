@@ -7,42 +7,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from karyosearch.datasets import Dataset, Item
-from karyosearch.errors import UserError
-from karyosearch.karyotype import (
-    EXTRA_COST_GRID,
-    KaryotypeParams,
-    LabelledCell,
+from karyosearch.cytogenetics import (
     X,
     Y,
-    abnormal_patient_split,
-    assign,
-    call_rates,
-    cell_log_probs,
-    collect_cell,
-    crop_similarity,
-    find_cell_folders,
-    fit_penalty,
-    fit_size_model,
-    fit_size_weight,
-    fit_temperature,
-    homologue_score,
     hypotheses,
     hypothesis_named,
     iscn,
-    karyotype_scores,
-    labels_contradicted,
-    load_params,
-    log_probs,
     normal_counts,
-    params_path,
-    relative_sizes,
-    resolve_params,
-    save_params,
-    simulate_cells,
     true_karyotype,
 )
+from karyosearch.data.datasets import Dataset, Item
+from karyosearch.data.splits import abnormal_patient_split
+from karyosearch.errors import UserError
+from karyosearch.karyotype.assign import assign, crop_similarity, homologue_score
+from karyosearch.karyotype.calibrate import cell_log_probs, fit_size_weight, fit_temperature
+from karyosearch.karyotype.cells import collect_cell, find_cell_folders
+from karyosearch.karyotype.params import (
+    KaryotypeParams,
+    load_params,
+    params_path,
+    resolve_params,
+    save_params,
+)
+from karyosearch.karyotype.penalty import EXTRA_COST_GRID, call_rates, fit_penalty
+from karyosearch.karyotype.report import karyotype_scores
+from karyosearch.karyotype.simulate import LabelledCell, simulate_cells
 from karyosearch.labels import CLASS_NAMES, class_index
+from karyosearch.model.predict import log_probs
+from karyosearch.sizes import fit_size_model, labels_contradicted, relative_sizes
 
 from .conftest import chromosome_array, write_image
 
@@ -458,7 +450,7 @@ def test_cell_folder_checks(tmp_path: Path) -> None:
 
 
 def test_karyogram_png_with_extra_and_missing_crops(tmp_path: Path) -> None:
-    from karyosearch.karyogram import render_karyogram
+    from karyosearch.karyotype.karyogram import render_karyogram
 
     labels = labels_of(counts_with("XY", c7=-1))
     junk = scores_of(np.array([0]), seed=8)  # a third "1": cheaper as debris than as a 7

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from karyosearch.losses import NormalizedSoftmaxLoss
+from karyosearch.train.losses import NormalizedSoftmaxLoss
 
 
 def test_normalized_softmax_matches_hand_computation():

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import precision_recall_fscore_support
 
-from karyosearch.metrics import (
+from karyosearch.evaluation.metrics import (
     classification_report,
     first_hit_ranks,
     nearest_proxy_predict,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from karyosearch.model import (
+from karyosearch.model.checkpoint import CheckpointError, load_encoder, save_checkpoint
+from karyosearch.model.encoder import (
     ARCHS,
     CBAM,
     ChannelGate,
-    CheckpointError,
     EncoderConfig,
     SpatialGate,
     build_encoder,
-    load_encoder,
-    save_checkpoint,
 )
 
 
@@ -96,14 +94,14 @@ def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
     torch.manual_seed(2)
     model = build_encoder(tiny()).eval()
     full = save_checkpoint(tmp_path / "m.pt", model, train={"seed": 0})
-    from karyosearch.model import export_checkpoint
+    from karyosearch.model.checkpoint import export_checkpoint
 
     half = export_checkpoint(tmp_path / "m.pt", tmp_path / "h.pt")
     assert (tmp_path / "h.pt").stat().st_size < 0.6 * (tmp_path / "m.pt").stat().st_size
     assert half.fingerprint != full.fingerprint
     loaded = load_encoder(tmp_path / "h.pt")
     assert loaded.fingerprint == half.fingerprint and loaded.train_record == {"seed": 0}
-    from karyosearch.model import weights_fingerprint
+    from karyosearch.model.encoder import weights_fingerprint
 
     assert weights_fingerprint(loaded) == half.fingerprint  # what loading gives is what was named
     x = torch.rand(2, 1, 32, 32)
@@ -113,7 +111,7 @@ def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
 
 @pytest.mark.parametrize("forced, expected", [("0", None), ("1", torch.bfloat16)])
 def test_cpu_autocast_follows_the_bf16_override(monkeypatch, forced, expected):
-    from karyosearch.inference import autocast_dtype, cpu_has_fast_bf16
+    from karyosearch.util.runtime import autocast_dtype, cpu_has_fast_bf16
 
     monkeypatch.setenv("KARYOSEARCH_CPU_BF16", forced)
     assert cpu_has_fast_bf16() is (forced == "1")
@@ -121,7 +119,7 @@ def test_cpu_autocast_follows_the_bf16_override(monkeypatch, forced, expected):
 
 
 def test_bf16_autocast_keeps_embeddings_and_proxy_scores_float32_and_close(monkeypatch):
-    from karyosearch.inference import autocast
+    from karyosearch.util.runtime import autocast
 
     monkeypatch.setenv("KARYOSEARCH_CPU_BF16", "1")
     torch.manual_seed(2)

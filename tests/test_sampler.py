@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from karyosearch.sampler import ClassBalancedBatchSampler
+from karyosearch.train.sampler import ClassBalancedBatchSampler
 
 
 def test_each_batch_has_m_images_of_each_chosen_class():

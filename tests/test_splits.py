@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from karyosearch.datasets import read_dataset
-from karyosearch.splits import (
+from karyosearch.data.datasets import read_dataset
+from karyosearch.data.splits import (
     PAPER_PROPORTIONS,
     SPLITS,
     Split,
@@ -130,9 +130,9 @@ def test_make_split_dispatches() -> None:
 
 
 def test_karyo_split_holds_every_abnormal_patient_out_of_training(gband) -> None:
-    from karyosearch.datasets import read_dataset
-    from karyosearch.karyotype import cell_karyotypes, is_normal
-    from karyosearch.splits import split_dataset
+    from karyosearch.cytogenetics import is_normal
+    from karyosearch.data.datasets import read_dataset
+    from karyosearch.data.splits import cell_karyotypes, split_dataset
 
     dataset = read_dataset(gband)
     split = split_dataset(dataset, "karyo", 0)

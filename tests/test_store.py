@@ -9,7 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
-from karyosearch.store import Rows, StoreError, file_sha1, read_embeddings, read_store, write_store
+from karyosearch.search.store import (
+    Rows,
+    StoreError,
+    file_sha1,
+    read_embeddings,
+    read_store,
+    write_store,
+)
 
 
 def make_rows(ids: list[int], d: int = 8, seed: int = 0) -> Rows:

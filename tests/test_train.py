@@ -8,12 +8,14 @@ import torch
 from typer.testing import CliRunner
 
 from karyosearch.cli import app
+from karyosearch.data.image import foreground_area, load, load_prepared
 from karyosearch.errors import UserError
-from karyosearch.image import foreground_area, load, load_prepared
-from karyosearch.inference import embed_arrays, embed_files
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.model import load_encoder
-from karyosearch.train import PRESETS, TrainOptions, augment, canvas_for, train
+from karyosearch.model.checkpoint import load_encoder
+from karyosearch.model.embed import embed_arrays, embed_files
+from karyosearch.train.augment import augment, canvas_for
+from karyosearch.train.loop import train
+from karyosearch.train.recipe import PRESETS, TrainOptions
 from tests.conftest import chromosome_array, write_image
 
 # No augmentation, constant learning rate, small batches: the loss must fall on 16 images.
@@ -141,7 +143,7 @@ def test_cli_train_errors_are_one_line(tmp_path):
 
 
 def test_recipe_overrides_take_the_field_type():
-    from karyosearch.train import resolve_recipe
+    from karyosearch.train.recipe import resolve_recipe
 
     opts = TrainOptions(data="d", out="o", overrides={"rotate": 30, "scale": [0.8, 1.2]})
     recipe = resolve_recipe(opts)

@@ -1,6 +1,7 @@
 """The HDF5 store: one row per indexed image, keyed by the same int64 ids as the FAISS index.
 
-Schema (`karyosearch-store/1`), all datasets at the root of the file, N rows, D = 2048:
+Schema (`karyosearch-store/1`), all datasets at the root of the file, N rows, D = 2048
+(`model.EMBEDDING_DIM`):
 
 | dataset       | dtype, shape      | meaning                                                 |
 |---------------|-------------------|---------------------------------------------------------|
@@ -32,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .labels import CLASS_NAMES
+from ..errors import UserError
+from ..labels import CLASS_NAMES
+from ..model import EMBEDDING_DIM
 
 STORE_FORMAT = "karyosearch-store/1"
 STRING_COLUMNS: tuple[str, ...] = ("paths", "cell_ids", "patient_ids", "sha1")
@@ -76,7 +78,7 @@ class Rows:
         return int(self.embeddings.shape[1])
 
     @classmethod
-    def empty(cls, dimension: int = 2048) -> Rows:
+    def empty(cls, dimension: int = EMBEDDING_DIM) -> Rows:
         return cls(
             np.zeros(0, np.int64),
             np.zeros((0, dimension), np.float32),

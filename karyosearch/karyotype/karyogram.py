@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .karyotype import CellKaryotype, CropCall
+from ..data.image import ImageError, load
+from .report import CellKaryotype, CropCall
 
 ROWS: tuple[tuple[str, ...], ...] = (
     ("1", "2", "3", "4", "5"),
@@ -48,8 +49,6 @@ def display_image(bright: np.ndarray, invert: bool = True) -> np.ndarray:
 def _load_images(
     crops: list[CropCall], images: Mapping[str, np.ndarray] | None
 ) -> dict[str, np.ndarray]:
-    from .image import ImageError, load
-
     out: dict[str, np.ndarray] = {}
     for c in crops:
         if images is not None and c.path in images:

@@ -1,15 +1,17 @@
 """Atomic file writes: write a temporary sibling, then rename it over the target.
 
 A crash or an exception mid-write leaves the previous file (or none) in place, never a
-half-written one. (Index folders are swapped whole by `index.write_index_folder`.)
+half-written one. (Index folders are swapped whole by `search.folder.write_index_folder`.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -23,3 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON (no NaN) atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return Path(path)

@@ -1,8 +1,11 @@
-"""Batched embedding: image files or prepared arrays through an encoder, fast on CPU and GPU."""
+"""Batched embedding: image files or prepared arrays through an encoder, fast on CPU and GPU.
+
+Files go through the one image pipeline (`data.image.load`, then `prepare_input`), so the
+same pixels reach the network as in training.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,41 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .image import ImageError, Polarity, foreground_area, load, prepare_input
-from .model import Encoder
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), so autocast pays off.
-
-    `KARYOSEARCH_CPU_BF16=0` or `=1` overrides the check (to compare, or to pin numerics)."""
-    forced = os.environ.get("KARYOSEARCH_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast where it is faster: on CUDA, and on CPUs with native bf16.
-
-    Measured with benchmarks/bench_train.py (ResNeXt-50 CBAM, 64 px, batch 64, 2 cores):
-    - AMD EPYC with AVX-512 BF16: training 60 img/s in fp32 channels_last, 89 img/s under
-      bf16 autocast; inference 207 against 374 img/s;
-    - AMD EPYC with AVX2 only: training 40 img/s in fp32 channels_last, 2.4 img/s under bf16
-      (emulated), so there the fast path is fp32 + channels_last.
-    """
-    dtype = autocast_dtype(device) if enabled else None
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype `autocast` uses on `device` (None: plain float32)."""
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
-        return torch.bfloat16
-    return None
+from ..data.image import ImageError, Polarity, foreground_area, load, prepare_input
+from ..util.runtime import autocast
+from . import EMBEDDING_DIM
+from .encoder import Encoder
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -71,7 +43,9 @@ def embed_arrays(
         embs.append(e.float().cpu().numpy())
         scores.append(s.float().cpu().numpy())
     if not embs:
-        return np.zeros((0, 2048), np.float32), np.zeros((0, encoder.cfg.num_classes), np.float32)
+        return np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(
+            (0, encoder.cfg.num_classes), np.float32
+        )
     return np.concatenate(embs), np.concatenate(scores)
 
 
@@ -132,7 +106,7 @@ def embed_files(
     n_classes = encoder.cfg.num_classes
     return EmbeddedFiles(
         ok_paths,
-        np.concatenate(embs) if embs else np.zeros((0, 2048), np.float32),
+        np.concatenate(embs) if embs else np.zeros((0, EMBEDDING_DIM), np.float32),
         np.concatenate(scores) if scores else np.zeros((0, n_classes), np.float32),
         errors,
         np.asarray(areas, dtype=np.float32),

@@ -1,17 +1,5 @@
-"""The search engine API that notebooks and the command line share.
-
-Build or update an index from a dataset folder, remove images from it, and query it with
-images or vectors:
-
-```python
-from karyosearch.engine import SearchIndex, build_or_update, remove
-
-report = build_or_update("indexes/default", "data/bioimlab", "model.pt")  # incremental
-index = SearchIndex.open("indexes/default")                  # embeds with the index's model
-for r in index.query_images(["crop.png"], k=8):
-    print(r.predicted.label, r.knn_label, [n.path for n in r.neighbours])
-remove("indexes/default", ["data/bioimlab/single_chromosomes/7"])   # a file or a folder
-```
+"""Build, update and prune an index: embed the new and changed images of a dataset, drop
+removed ones, and write the index folder atomically.
 
 Updates are incremental: a file is embedded when its path is new to the index or its bytes
 changed (SHA-1); unchanged files keep their vectors and ids. Nothing is dropped unless asked
@@ -21,84 +9,44 @@ skipped; the rest is indexed. An index is only ever extended with the model that
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .datasets import Dataset, Item, Layout, read_dataset
-from .errors import UserError
-from .index import (
-    CARD_FILE,
+from ..data.datasets import Dataset, Item, Layout, read_dataset
+from ..errors import UserError
+from ..model import EMBEDDING_DIM
+from ..model.checkpoint import ModelLike, resolve_encoder
+from ..util.runtime import pick_device
+from .faiss_index import (
     DEFAULT_FACTORY,
-    DEFAULT_INDEX_DIR,
-    IndexCard,
-    IndexFolder,
-    IndexFolderError,
-    IndexNotFoundError,
-    ModelMismatchError,
     build_faiss,
     check_trainable,
     default_search_params,
     new_base_index,
-    read_index_folder,
     update_faiss,
+)
+from .folder import (
+    CARD_FILE,
+    IndexCard,
+    IndexFolder,
+    IndexFolderError,
+    IndexNotFoundError,
+    check_encoder,
+    read_index_folder,
     write_index_folder,
     writer_lock,
 )
-from .labels import CLASS_NAMES
 from .store import Rows, file_sha1
 
-if TYPE_CHECKING:
-    from .model import Encoder
-
 PathLike = str | os.PathLike
-ModelLike = str | os.PathLike | Any  # a checkpoint path or a loaded Encoder
-
-
-# -- results -------------------------------------------------------------------------------
-
-
-@dataclass
-class Prediction:
-    """The encoder's own class for a query."""
-
-    label: str  # "1".."22", "X", "Y"
-    score: float  # cosine to the nearest proxy (kind "cosine"), or softmax probability ("softmax")
-    margin: float  # score of the predicted class minus that of the runner-up
-    kind: str  # "cosine" for the proxy networks, "softmax" for the plain `resnext` classifier
-
-
-@dataclass
-class Neighbour:
-    rank: int  # 1 = most similar
-    id: int  # int64 id, the same in FAISS and the store
-    score: float  # inner product = cosine similarity
-    label: str | None  # class name, None when the stored image has no label
-    path: str
-    cell_id: str | None
-
-
-@dataclass
-class QueryResult:
-    query: str  # the query image path (or "vector <i>")
-    predicted: Prediction | None  # None when no class scores were available
-    knn_label: str | None  # majority class of the neighbours; ties go to the higher summed score
-    neighbours: list[Neighbour]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `query` JSON contract of DESIGN.md."""
-        return {
-            "query": self.query,
-            "predicted": asdict(self.predicted) if self.predicted is not None else None,
-            "knn_label": self.knn_label,
-            "neighbours": [asdict(n) for n in self.neighbours],
-        }
 
 
 @dataclass
@@ -135,60 +83,8 @@ class RemoveReport:
         return asdict(self)
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _load_model(model: ModelLike) -> tuple[Encoder, str]:
-    """(encoder, absolute checkpoint path or '') from a path or an Encoder."""
-    if isinstance(model, (str, os.PathLike)):
-        from .model import load_encoder
-
-        return load_encoder(model), str(Path(model).expanduser().resolve())
-    if not hasattr(model, "fingerprint"):
-        from .model import weights_fingerprint
-
-        model.fingerprint = weights_fingerprint(model)
-    return model, ""
-
-
-def _mismatch(index_dir: Path, built_with: str, offered: str) -> ModelMismatchError:
-    return ModelMismatchError(
-        f"{index_dir} was built with model {built_with}, this checkpoint is {offered}; use the "
-        "model that built it or another --index folder"
-    )
-
-
 def _label_index(item: Item) -> int:
     return int(item.label) if item.label is not None else -1
-
-
-def predict(scores: np.ndarray, arch: str) -> list[Prediction]:
-    """Class, score and margin per row of class scores (cosines or logits, see Encoder)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2 or scores.shape[1] < 2:
-        raise ValueError(f"class scores of shape {scores.shape}")
-    kind = "softmax" if arch == "resnext" else "cosine"
-    if kind == "softmax":
-        z = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = z / z.sum(axis=1, keepdims=True)
-    top2 = np.argsort(-scores, axis=1, kind="stable")[:, :2]
-    out = []
-    for row, (a, b) in zip(scores, top2, strict=True):
-        out.append(Prediction(CLASS_NAMES[a], float(row[a]), float(row[a] - row[b]), kind))
-    return out
-
-
-def knn_vote(labels: Sequence[int], scores: Sequence[float]) -> int | None:
-    """Majority class among neighbours (label -1 ignored); a tie goes to the larger summed score."""
-    tally: dict[int, list[float]] = {}
-    for label, score in zip(labels, scores, strict=True):
-        if label >= 0:
-            count_sum = tally.setdefault(int(label), [0, 0.0])
-            count_sum[0] += 1
-            count_sum[1] += float(score)
-    if not tally:
-        return None
-    return max(tally, key=lambda c: (tally[c][0], tally[c][1]))
 
 
 def _hash_items(items: Sequence[Item]) -> tuple[list[str | None], list[str | None]]:
@@ -239,24 +135,26 @@ def plan_update(
     factory: str | None = None,
     layout: Layout = "auto",
     prune: bool = False,
+    device: str = "cpu",
 ) -> UpdatePlan:
     """Read the index (if any) and the dataset, and decide which files need embedding.
 
     Refuses (ModelMismatchError) a model other than the one that built the index, and checks
     the factory string (and that there are enough vectors to train it) before any embedding.
+    A checkpoint path is loaded on `device` (auto, cpu or cuda).
     """
     index_dir = Path(index_dir)
     dataset = data if isinstance(data, Dataset) else read_dataset(data, layout)
-    encoder, model_path = _load_model(model)
+    encoder, model_path = resolve_encoder(model, pick_device(device))
     try:
         existing = read_index_folder(index_dir, embeddings=True)
     except IndexNotFoundError:
         existing = None
-    if existing is not None and existing.card.model_fingerprint != encoder.fingerprint:
-        raise _mismatch(index_dir, existing.card.model_fingerprint, encoder.fingerprint)
+    if existing is not None:
+        check_encoder(existing.card, encoder, index_dir)
     old_factory = existing.card.factory if existing is not None else None
     factory = (factory or old_factory or DEFAULT_FACTORY).strip()
-    new_base_index(factory, 2048)  # a bad factory string fails now, not after embedding
+    new_base_index(factory, EMBEDDING_DIM)  # a bad factory string fails now, not after embedding
     rebuild = existing is None or factory != old_factory
 
     rejected = [{"path": r.path, "reason": r.reason} for r in dataset.rejected]
@@ -299,7 +197,7 @@ def plan_update(
         ]
     if rebuild:
         check_trainable(
-            factory, 2048, len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
+            factory, EMBEDDING_DIM, len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
         )
     stamp = (existing.card.updated, existing.card.count) if existing is not None else None
     return UpdatePlan(
@@ -327,7 +225,7 @@ def apply_update(
 
     `progress(n)` is called with the number of files finished after each batch.
     """
-    from .inference import embed_files
+    from ..model.embed import embed_files
 
     start = time.perf_counter()
     embedded = embed_files(
@@ -430,15 +328,13 @@ def _new_card(plan: UpdatePlan) -> IndexCard:
         arch=cfg.arch,
         image_size=cfg.image_size,
         preprocess_version=cfg.preprocess_version,
-        dimension=2048,
+        dimension=EMBEDDING_DIM,
         factory=plan.factory,
     )
 
 
 def _check_not_raced(plan: UpdatePlan) -> None:
     """Refuse to write when another process changed the index since `plan_update` read it."""
-    import json
-
     card_file = plan.index_dir / CARD_FILE
     if plan.stamp is None:
         if card_file.is_file():
@@ -463,6 +359,7 @@ def build_or_update(
     progress: Callable[[int], None] | None = None,
     layout: Layout = "auto",
     prune: bool = False,
+    device: str = "cpu",
 ) -> IndexReport:
     """Embed the new and changed images of `data` and store them in the index at `index_dir`.
 
@@ -470,7 +367,7 @@ def build_or_update(
     one rebuilds the FAISS index from the stored vectors. `prune=True` drops indexed files
     under the dataset's folder that are no longer in it.
     """
-    plan = plan_update(index_dir, data, model, factory, layout, prune)
+    plan = plan_update(index_dir, data, model, factory, layout, prune, device)
     return apply_update(plan, batch_size, progress)
 
 
@@ -502,118 +399,3 @@ def remove(index_dir: PathLike, paths: Sequence[PathLike]) -> RemoveReport:
             )
             write_index_folder(index_dir, folder.card, index, kept)
         return RemoveReport(str(index_dir), int(hit.sum()), int(len(rows) - hit.sum()), not_found)
-
-
-# -- query ---------------------------------------------------------------------------------
-
-
-class SearchIndex:
-    """An index opened for queries.
-
-    Images are embedded with the model that built the index: the checkpoint named in its card,
-    or `model` (a path or an Encoder), whose fingerprint must match the card's.
-    """
-
-    def __init__(self, folder: IndexFolder, model: ModelLike | None = None):
-        self.folder = folder
-        self._encoder = None
-        if model is not None:
-            self._set_encoder(model)
-
-    @classmethod
-    def open(
-        cls, index_dir: PathLike = DEFAULT_INDEX_DIR, model: ModelLike | None = None
-    ) -> SearchIndex:
-        return cls(read_index_folder(index_dir), model)
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    @property
-    def card(self) -> IndexCard:
-        return self.folder.card
-
-    @property
-    def rows(self) -> Rows:
-        """The stored metadata (embeddings not loaded)."""
-        return self.folder.rows
-
-    def _set_encoder(self, model: ModelLike) -> None:
-        encoder, _ = _load_model(model)
-        if encoder.fingerprint != self.card.model_fingerprint:
-            raise _mismatch(self.folder.path, self.card.model_fingerprint, encoder.fingerprint)
-        self._encoder = encoder
-
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder that built the index (loaded on first use from the card's model path)."""
-        if self._encoder is None:
-            path = self.card.model_path
-            if not path or not Path(path).is_file():
-                raise UserError(
-                    f"{self.folder.path}: the model that built this index ({path or 'unknown'}) is "
-                    "not there; pass its checkpoint (--model)"
-                )
-            self._set_encoder(path)
-        return self._encoder
-
-    def query_images(
-        self, paths: Sequence[PathLike], k: int = 8, batch_size: int = 64
-    ) -> list[QueryResult]:
-        """Embed image files and find their k nearest stored images.
-
-        Raises ImageError (a UserError naming the file) for a file that cannot be read.
-        """
-        from .inference import embed_files
-
-        embedded = embed_files(self.encoder, list(paths), batch_size)
-        if embedded.errors:
-            raise embedded.errors[0]
-        return self.query_vectors(embedded.embeddings, k, embedded.scores, [str(p) for p in paths])
-
-    def query_vectors(
-        self,
-        vectors: np.ndarray,
-        k: int = 8,
-        scores: np.ndarray | None = None,
-        queries: Sequence[str] | None = None,
-    ) -> list[QueryResult]:
-        """Nearest stored images of unit vectors (n, 2048).
-
-        `scores` (n, classes) are the encoder's class scores (Encoder.embed_and_score); without
-        them `predicted` is None. `queries` names each row in the results.
-        """
-        if k < 1:
-            raise UserError(f"k must be at least 1, not {k}")
-        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        sims, ids = self.folder.search(vectors, min(k, max(len(self), 1)))
-        predictions = (
-            predict(scores, self.card.arch) if scores is not None else [None] * len(vectors)
-        )
-        names = (
-            list(queries) if queries is not None else [f"vector {i}" for i in range(len(vectors))]
-        )
-        rows = self.rows
-        results = []
-        for name, pred, row_sims, row_ids in zip(names, predictions, sims, ids, strict=True):
-            valid = row_ids >= 0
-            row_ids, row_sims = row_ids[valid], row_sims[valid]
-            pos = rows.positions(row_ids)
-            neighbours = []
-            for rank, (i, s, p) in enumerate(zip(row_ids, row_sims, pos, strict=True), start=1):
-                label = int(rows.labels[p])
-                neighbours.append(
-                    Neighbour(
-                        rank,
-                        int(i),
-                        float(s),
-                        CLASS_NAMES[label] if label >= 0 else None,
-                        rows.paths[p],
-                        rows.cell_ids[p] or None,
-                    )
-                )
-            vote = knn_vote([int(rows.labels[p]) for p in pos], row_sims.tolist())
-            results.append(
-                QueryResult(name, pred, CLASS_NAMES[vote] if vote is not None else None, neighbours)
-            )
-        return results

@@ -5,7 +5,7 @@
 - `cell`: grouped by patient where known, else by cell, in about the same proportions;
   no group is on two sides.
 - `karyo`: grouped by patient, every patient with an abnormal cell on the test side (for the
-  whole-cell karyotyping evaluation; see `karyotype.abnormal_patient_split`).
+  whole-cell karyotyping evaluation; see `abnormal_patient_split`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from ..cytogenetics import is_normal, true_karyotype
 
 if TYPE_CHECKING:
     from .datasets import Dataset
@@ -93,7 +95,43 @@ def make_split(name: str, groups: Sequence[str], seed: int) -> Split:
 def split_dataset(dataset: Dataset, name: str, seed: int) -> Split:
     """The named split of a dataset: the one entry point for training and evaluation."""
     if name == "karyo":
-        from .karyotype import abnormal_patient_split
-
         return abnormal_patient_split(dataset, seed)
     return make_split(name, dataset.groups(), seed)
+
+
+def cell_karyotypes(dataset: Dataset) -> dict[str, str | None]:
+    """True karyotype (see `true_karyotype`) of every cell of a labelled dataset."""
+    by_cell: dict[str, list[int]] = {}
+    for it in dataset.items:
+        by_cell.setdefault(it.cell_id or it.path, []).append(it.label)
+    return {cell: true_karyotype(labels) for cell, labels in by_cell.items()}
+
+
+def abnormal_patient_split(
+    dataset: Dataset, seed: int = 0, test_share: float = 0.15, val_share: float = 0.07
+) -> Split:
+    """The `karyo` split: every patient with an abnormal cell is on the test side.
+
+    Groups are patients (else cells). A patient is abnormal when any of its cells has a
+    readable karyotype (`true_karyotype`) other than 46,XX / 46,XY. All abnormal patients go
+    to test; of the other patients, in a seeded random order, `test_share` go to test too,
+    then `val_share` to validation, and the rest to training. No patient straddles two sides,
+    so an encoder trained on `train` never saw a test patient.
+    """
+    karyos = cell_karyotypes(dataset)
+    groups = np.asarray(dataset.groups(), dtype=object).astype(str)
+    cells = [it.cell_id or it.path for it in dataset.items]
+    abnormal = {
+        g
+        for g, c in zip(groups, cells, strict=True)
+        if karyos[c] is not None and not is_normal(karyos[c])
+    }
+    others = sorted(set(groups) - abnormal)
+    order = [others[i] for i in np.random.default_rng(seed).permutation(len(others))]
+    n_test = round(test_share * len(others))
+    n_val = round(val_share * len(others))
+    side = {g: 2 for g in abnormal}
+    side.update({g: 2 for g in order[:n_test]})
+    side.update({g: 1 for g in order[n_test : n_test + n_val]})
+    side.update({g: 0 for g in order[n_test + n_val :]})
+    return Split.from_sides("karyo", seed, np.array([side[g] for g in groups], dtype=np.int8))

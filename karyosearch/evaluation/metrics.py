@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .labels import NUM_CLASSES
+from ..labels import NUM_CLASSES
 
 # Similarity entries computed per block of queries: 2^24 float32 = 64 MiB (plus masks).
 _BLOCK_ELEMENTS = 1 << 24

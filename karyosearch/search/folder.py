@@ -3,7 +3,7 @@
 ```
 indexes/default/
     faiss.index   FAISS IndexIDMap2 over any factory string, inner-product metric
-    store.h5      vectors and metadata, the same int64 ids (see store.py)
+    store.h5      vectors and metadata, the same int64 ids (see search/store.py)
     card.json     model fingerprint, arch, image size, preprocess version, count,
                   dimension, factory string, search parameters, created/updated times
 ```
@@ -24,7 +24,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import secrets
 import shutil
 import time
@@ -35,14 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from ..data.image import PREPROCESS_VERSION
+from ..errors import UserError
+from ..model import EMBEDDING_DIM
+from ..util.runtime import timestamp
+from ..version import __version__
+from .faiss_index import DEFAULT_FACTORY, apply_search_params, faiss_ids
 from .store import Rows, StoreError, read_store, write_store
 
 INDEX_FORMAT = "karyosearch-index/1"
 FAISS_FILE = "faiss.index"
 STORE_FILE = "store.h5"
 CARD_FILE = "card.json"
-DEFAULT_FACTORY = "Flat"
 DEFAULT_INDEX_DIR = Path("indexes/default")
 
 
@@ -58,20 +61,6 @@ class ModelMismatchError(UserError):
     """The index was built with another model than the one offered."""
 
 
-class FactoryError(UserError):
-    """A FAISS factory string that cannot be built or trained on the vectors at hand."""
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 @dataclass
 class IndexCard:
     """What an index was built with; card.json, checked on every load."""
@@ -80,16 +69,16 @@ class IndexCard:
     arch: str  # encoder architecture (resnext, proxy-resnext, proxy-resnext-cbam)
     image_size: int  # side S of the prepared images in px
     preprocess_version: int  # image.PREPROCESS_VERSION the vectors were made with
-    dimension: int = 2048  # embedding dimension D
+    dimension: int = EMBEDDING_DIM  # embedding dimension D
     factory: str = DEFAULT_FACTORY  # FAISS factory string, wrapped in IDMap2
     count: int = 0  # vectors in the index (= rows in the store)
     next_id: int = 0  # the next id to hand out: ids are never reused
     model_path: str = ""  # absolute path of the checkpoint, used by `query` to embed
     search_params: str = ""  # FAISS ParameterSpace string applied on load, e.g. "nprobe=16"
     metric: str = "inner_product"  # cosine on unit vectors
-    created: str = field(default_factory=_now)
-    updated: str = field(default_factory=_now)
-    karyosearch_version: str = field(default_factory=_version)
+    created: str = field(default_factory=timestamp)
+    updated: str = field(default_factory=timestamp)
+    karyosearch_version: str = __version__
     format: str = INDEX_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,139 +90,31 @@ class IndexCard:
         return cls(**{k: v for k, v in raw.items() if k in names})
 
 
-# -- FAISS ---------------------------------------------------------------------------------
-
-
-def _check_factory_string(factory: str) -> str:
-    factory = factory.strip()
-    if not factory:
-        raise FactoryError("empty FAISS factory string; try Flat, HNSW32 or IVF1024,PQ64")
-    if re.match(r"^IDMap2?\s*,", factory, re.IGNORECASE):
-        raise FactoryError(f"{factory!r}: leave out IDMap; the index is always wrapped in IDMap2")
-    return factory
-
-
-def new_base_index(factory: str, dimension: int) -> Any:
-    """An empty FAISS index for `factory` with the inner-product metric (not yet wrapped).
-
-    Polysemous training of PQ codes is switched off: the factory turns it on for `PQ` and
-    `IVF...,PQ` indexes, yet it only serves Hamming pre-filtering (`polysemous_ht`), which
-    karyosearch never uses, and it costs about 25 s per PQ index however few the vectors.
-    """
-    import faiss
-
-    factory = _check_factory_string(factory)
-    try:
-        base = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        reason = str(err).strip().splitlines()[-1].split(": ", 1)[-1][:200]
-        raise FactoryError(f"{factory!r} is no usable FAISS factory string ({reason})") from None
-    _no_polysemous_training(base)
-    return base
-
-
-def _no_polysemous_training(index: Any) -> None:
-    import faiss
-
-    index = faiss.downcast_index(index)
-    if hasattr(index, "do_polysemous_training"):
-        index.do_polysemous_training = False
-    for name in ("index", "base_index"):  # IndexPreTransform (OPQ, PCA), IndexRefine
-        inner = getattr(index, name, None)
-        if inner is not None:
-            _no_polysemous_training(inner)
-
-
-def check_trainable(factory: str, dimension: int, n: int) -> None:
-    """Raise FactoryError when `n` vectors are too few to train `factory` (before embedding)."""
-    import faiss
-
-    base = new_base_index(factory, dimension)
-    if base.is_trained:
-        return
-    ivf = faiss.try_extract_index_ivf(base)
-    if ivf is not None and n < ivf.nlist:
-        raise FactoryError(
-            f"{factory!r} has {ivf.nlist} IVF lists but only {n} vectors to train them; index at "
-            f"least {ivf.nlist} images (better {39 * ivf.nlist}), use fewer lists "
-            f"(IVF{max(1, n // 39)},...) or Flat"
+def check_encoder(card: IndexCard, encoder: Any, path: str | os.PathLike) -> None:
+    """Refuse (ModelMismatchError) an encoder other than the one that built the index at
+    `path`: its weights fingerprint, and the architecture, image size and preprocessing
+    version its card records."""
+    offered = getattr(encoder, "fingerprint", "")
+    if offered != card.model_fingerprint:
+        raise ModelMismatchError(
+            f"{path} was built with model {card.model_fingerprint}, this checkpoint is "
+            f"{offered}; use the model that built it or another --index folder"
         )
-
-
-def default_search_params(index: Any) -> str:
-    """Search parameters that keep recall high: nprobe for IVF, efSearch for HNSW."""
-    import faiss
-
-    base = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    ivf = faiss.try_extract_index_ivf(base)
-    if ivf is not None:
-        return f"nprobe={min(ivf.nlist, 32)}"
-    if "HNSW" in type(base).__name__:
-        return "efSearch=128"
-    return ""
-
-
-def apply_search_params(index: Any, params: str) -> None:
-    import faiss
-
-    if params:
-        try:
-            faiss.ParameterSpace().set_index_parameters(index, params)
-        except RuntimeError as err:
-            raise IndexFolderError(f"cannot apply search parameters {params!r} ({err})") from None
-
-
-def build_faiss(factory: str, vectors: np.ndarray, ids: np.ndarray) -> Any:
-    """A new IDMap2 index over `factory` holding `vectors` under `ids`, trained on them."""
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    dimension = vectors.shape[1]
-    base = new_base_index(factory, dimension)
-    if not base.is_trained:
-        check_trainable(factory, dimension, len(vectors))
-        try:
-            base.train(vectors)
-        except RuntimeError as err:
-            reason = str(err).strip().splitlines()[-1].split(": ", 1)[-1][:200]
-            raise FactoryError(
-                f"cannot train {factory!r} on {len(vectors)} vectors ({reason})"
-            ) from None
-    index = faiss.IndexIDMap2(base)
-    if len(vectors):
-        index.add_with_ids(vectors, ids)
-    return index
-
-
-def faiss_ids(index: Any) -> np.ndarray:
-    """The ids held by an IDMap index, in insertion order."""
-    import faiss
-
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
-
-
-def update_faiss(
-    index: Any, factory: str, rows: Rows, remove_ids: np.ndarray, add_positions: np.ndarray
-) -> Any:
-    """Remove `remove_ids` and add the rows at `add_positions`; rebuild from `rows` when the index
-    type cannot remove vectors (HNSW) or when nothing was indexed yet."""
-    if index is None or index.ntotal == 0:
-        return build_faiss(factory, rows.embeddings, rows.ids)
-    if len(remove_ids):
-        try:
-            index.remove_ids(np.ascontiguousarray(remove_ids, dtype=np.int64))
-        except RuntimeError:  # e.g. HNSW: remove_ids not implemented
-            return build_faiss(factory, rows.embeddings, rows.ids)
-    if len(add_positions):
-        index.add_with_ids(
-            np.ascontiguousarray(rows.embeddings[add_positions]),
-            np.ascontiguousarray(rows.ids[add_positions]),
+    cfg = encoder.cfg
+    differ = [
+        f"{name} {recorded!r} (the model: {actual!r})"
+        for name, recorded, actual in (
+            ("arch", card.arch, cfg.arch),
+            ("image size", card.image_size, cfg.image_size),
+            ("preprocessing version", card.preprocess_version, cfg.preprocess_version),
         )
-    return index
-
-
-# -- the folder ----------------------------------------------------------------------------
+        if recorded != actual
+    ]
+    if differ:
+        raise ModelMismatchError(
+            f"{path}: its card records {'; '.join(differ)} for model {offered}; rebuild the "
+            f"index (`karyosearch index DATA --model CKPT --index {path}`)"
+        )
 
 
 @dataclass
@@ -320,6 +201,11 @@ def read_index_folder(
         raise IndexFolderError(f"{card_file}: unreadable index card ({err})") from None
     if card.format != INDEX_FORMAT:
         raise IndexFolderError(f"{path}: index format {card.format!r}, expected {INDEX_FORMAT!r}")
+    if card.preprocess_version != PREPROCESS_VERSION:
+        raise IndexFolderError(
+            f"{path}: its vectors were made from images prepared with v{card.preprocess_version}, "
+            f"this karyosearch prepares v{PREPROCESS_VERSION}; rebuild the index"
+        )
     if fingerprint is not None and fingerprint != card.model_fingerprint:
         raise ModelMismatchError(
             f"{path} was built with model {card.model_fingerprint}, not {fingerprint}; query with "
@@ -376,7 +262,7 @@ def write_index_folder(path: str | os.PathLike, card: IndexCard, index: Any, row
             f"{path} exists and is not a karyosearch index; choose another --index"
         )
     card.count, card.dimension = len(rows), rows.dimension
-    card.updated = _now()
+    card.updated = timestamp()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()  # (mkdtemp would make it private, 0700, and the swapped-in index with it)

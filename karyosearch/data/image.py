@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UserError
+from ..errors import UserError
 
 # Bumped whenever load/prepare change the pixels the network sees; stored in checkpoints and
 # index cards so that an encoder is never fed images prepared another way.

@@ -18,14 +18,14 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from .errors import UserError
+from ..errors import UserError
+from ..labels import class_index
+from .files import files_under, subfolders
 from .image import is_image_path
-from .labels import class_index
 
 Layout = Literal["auto", "bioimlab", "gband", "folders", "csv"]
 LAYOUTS: tuple[str, ...] = ("bioimlab", "gband", "folders", "csv")
@@ -110,7 +110,7 @@ def detect_layout(root: Path) -> str:
         return "bioimlab"
     if _gband_dir(root) is not None:
         return "gband"
-    if any(_class_dir_label(d) is not None for d in _subdirs(root)):
+    if any(_class_dir_label(d) is not None for d in subfolders(root)):
         return "folders"
     if (root / "manifest.csv").is_file():
         return "csv"
@@ -120,22 +120,11 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def _subdirs(root: Path) -> list[Path]:
-    try:
-        return sorted(p for p in root.iterdir() if p.is_dir())
-    except OSError:
-        return []
-
-
-def _files(folder: Path) -> Iterable[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
 def _bioimlab_dir(root: Path) -> Path | None:
     for candidate in (root / "single_chromosomes", root):
-        subs = _subdirs(candidate)
+        subs = subfolders(candidate)
         if subs and all(d.name.isdigit() for d in subs):
-            first = next(iter(_files(subs[0])), None)
+            first = next(iter(files_under(subs[0], recursive=False)), None)
             if first is not None and _BIOIMLAB_NAME.match(first.name):
                 return candidate
     return None
@@ -146,8 +135,8 @@ def _read_bioimlab(root: Path) -> tuple[list[Item], list[Rejected]]:
     if base is None:
         raise DatasetError(f"{root}: not a BioImLab folder (single_chromosomes/<K>/<K> <c>a.bmp)")
     items, rejected = [], []
-    for cell_dir in _subdirs(base):
-        for f in _files(cell_dir):
+    for cell_dir in subfolders(base):
+        for f in files_under(cell_dir, recursive=False):
             m = _BIOIMLAB_NAME.match(f.name)
             if not m:
                 rejected.append(Rejected(str(f), "file name is not '<K> <class>[a|b].bmp'"))
@@ -168,9 +157,9 @@ def _read_bioimlab(root: Path) -> tuple[list[Item], list[Rejected]]:
 
 def _gband_dir(root: Path) -> Path | None:
     for candidate in (root / "single_clase", root):
-        subs = _subdirs(candidate)
+        subs = subfolders(candidate)
         if subs and any(
-            _class_folder_number(d.name) is not None for s in subs[:3] for d in _subdirs(s)
+            _class_folder_number(d.name) is not None for s in subs[:3] for d in subfolders(s)
         ):
             return candidate
     return None
@@ -188,12 +177,12 @@ def _read_gband(root: Path) -> tuple[list[Item], list[Rejected]]:
             f"{root}: not a G-band folder (single_clase/<patient>.<cell>.tiff/clase<k>/)"
         )
     items, rejected = [], []
-    for cell_dir in _subdirs(base):
+    for cell_dir in subfolders(base):
         cell_id = cell_dir.name
         patient_id = cell_id.split(".")[0]
-        for class_dir in _subdirs(cell_dir):
+        for class_dir in subfolders(cell_dir):
             number = _class_folder_number(class_dir.name)
-            for f in _files(class_dir):
+            for f in files_under(class_dir, recursive=False):
                 if number is None:
                     rejected.append(Rejected(str(f), f"folder {class_dir.name!r} is not clase<k>"))
                     continue
@@ -218,9 +207,9 @@ def _class_dir_label(folder: Path) -> int | None:
 
 def _read_folders(root: Path) -> tuple[list[Item], list[Rejected]]:
     items, rejected = [], []
-    for class_dir in _subdirs(root):
+    for class_dir in subfolders(root):
         label = _class_dir_label(class_dir)
-        for f in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+        for f in files_under(class_dir):
             if label is None:
                 rejected.append(
                     Rejected(str(f), f"folder {class_dir.name!r} is no class (1..22, X, Y)")
@@ -255,97 +244,3 @@ def _read_csv(root: Path) -> tuple[list[Item], list[Rejected]]:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DatasetError(f"{manifest}: cannot read manifest ({err})") from None
     return items, rejected
-
-
-def survey(dataset: Dataset, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Read every image of a dataset and summarise it (the report of `data inspect`).
-
-    Images that fail to load join the rejected list with the reason; `images` counts those
-    that load. Keys `layout, images, cells, patients, classes, rejected` are a stable contract.
-    `label_audit` lists the cells whose labels their crops' sizes contradict (`audit_labels`).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    from .image import ImageError, crop_chromosome, detect_polarity, foreground_area, read_grey
-    from .labels import CLASS_NAMES
-
-    def look(item: Item) -> tuple[Item, tuple[int, int] | None, str | None, str | None, int]:
-        try:
-            grey = read_grey(item.path)
-            crop = crop_chromosome(grey, "auto", item.path)
-            return item, crop.shape, detect_polarity(grey), None, foreground_area(crop)
-        except ImageError as err:
-            return item, None, None, err.reason, 0
-
-    good: list[Item] = []
-    shapes: list[tuple[int, int]] = []
-    areas: list[int] = []
-    polarity: dict[str, int] = {"bright": 0, "dark": 0}
-    rejected = list(dataset.rejected)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        looks = pool.map(look, dataset.items, chunksize=64)
-        for i, (item, shape, pol, reason, area) in enumerate(looks):
-            if reason is None:
-                good.append(item)
-                shapes.append(shape)
-                areas.append(area)
-                polarity[pol] += 1
-            else:
-                rejected.append(Rejected(item.path, reason))
-            if progress is not None and i % 256 == 255:
-                progress(256)
-    counts = np.bincount([it.label for it in good], minlength=len(CLASS_NAMES))
-    hw = np.asarray(shapes, dtype=float).reshape(-1, 2)
-
-    def stats(values: np.ndarray) -> dict[str, float]:
-        if not len(values):
-            return {}
-        q = np.percentile(values, [0, 50, 100])
-        return {"min": float(q[0]), "median": float(q[1]), "max": float(q[2])}
-
-    return {
-        "root": str(dataset.root),
-        "layout": dataset.layout,
-        "images": len(good),
-        "cells": len({it.cell_id for it in good if it.cell_id is not None}),
-        "patients": len({it.patient_id for it in good if it.patient_id is not None}),
-        "classes": {name: int(n) for name, n in zip(CLASS_NAMES, counts, strict=True)},
-        "crop_height": stats(hw[:, 0]),
-        "crop_width": stats(hw[:, 1]),
-        "polarity": polarity,
-        "rejected": [{"path": r.path, "reason": r.reason} for r in rejected],
-        "label_audit": audit_labels(good, areas),
-    }
-
-
-def audit_labels(items: Sequence[Item], areas: Sequence[float]) -> list[dict[str, Any]]:
-    """Cells whose labels their crops' sizes contradict: a crop more than
-    `karyotype.LABEL_AUDIT_Z` sd from its labelled class's size relative to its cell (labels
-    shifted by a class, a fragment labelled as a chromosome). The class sizes are robust ones
-    (median, MAD) over all the cells of at least `karyotype.MIN_CROPS_FOR_SIZE` crops, the
-    audited ones included; [] without such cells."""
-    import numpy as np
-
-    from .karyotype import MIN_CROPS_FOR_SIZE, contradicted_crops, fit_size_model, relative_sizes
-
-    rows: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        if it.cell_id is not None:
-            rows.setdefault(it.cell_id, []).append(i)
-    cells = {c: r for c, r in rows.items() if len(r) >= MIN_CROPS_FOR_SIZE}
-    if not cells:
-        return []
-    area = np.asarray(areas, dtype=float)
-    labels = np.asarray([it.label for it in items])
-    sizes = {c: relative_sizes(area[r]) for c, r in cells.items()}
-    mean, sd = fit_size_model(
-        list(sizes.values()), [labels[r] for r in cells.values()], robust=True
-    )
-    out = []
-    for c, r in cells.items():
-        paths = [items[i].path for i in r]
-        if crops := contradicted_crops(sizes[c], labels[r], paths, mean, sd):
-            out.append({"cell": c, "crops": crops})
-    return out

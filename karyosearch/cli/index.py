@@ -1,0 +1,146 @@
+"""`karyosearch index`, `remove` and `query`: build and search an index of chromosome images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+from .common import (
+    DEFAULT_INDEX,
+    DeviceOpt,
+    IndexDirOpt,
+    JsonFlag,
+    LayoutOpt,
+    print_json,
+    progress_bar,
+    user_errors,
+)
+
+
+@user_errors
+def index_command(
+    path: Annotated[
+        Path, typer.Argument(help="A dataset folder or a .csv manifest of labelled crops.")
+    ],
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint that embeds the images.")],
+    index: IndexDirOpt = DEFAULT_INDEX,
+    factory: Annotated[
+        str | None,
+        typer.Option(
+            "--factory",
+            help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ64 "
+            "(default: the index's own, else Flat); a new one rebuilds the FAISS index.",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+    layout: LayoutOpt = "auto",
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Drop indexed files under PATH that are gone from it.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Embed the images of a dataset into an index (on an update: only new and changed files).
+
+    A file counts as changed when its bytes (SHA-1) differ from those indexed. Unreadable
+    images are reported with the reason and skipped; the rest is indexed.
+    """
+    from ..search.update import apply_update, plan_update
+
+    plan = plan_update(index, path, model, factory, layout, prune, device)  # type: ignore[arg-type]
+    with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
+        report = apply_update(plan, batch_size, advance)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    typer.echo(
+        f"{report.index}: {report.count} images ({report.factory}); added {report.added}, "
+        f"updated {report.updated}, unchanged {report.unchanged}, removed {report.removed}, "
+        f"rejected {len(report.rejected)}"
+        + (
+            f"; {report.embedded} embedded at {report.images_per_s:.1f} img/s"
+            if report.embedded
+            else ""
+        )
+    )
+    for r in report.rejected[:20]:
+        typer.echo(f"  rejected {r['path']}: {r['reason']}", err=True)
+    if len(report.rejected) > 20:
+        typer.echo(f"  ... and {len(report.rejected) - 20} more (see --json)", err=True)
+
+
+@user_errors
+def remove_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Indexed image files, or folders: every file under them.")
+    ],
+    index: IndexDirOpt = DEFAULT_INDEX,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop images from an index (the files themselves are left alone)."""
+    from ..search.update import remove
+
+    report = remove(index, paths)
+    if not report.removed:
+        raise UserError(f"{index}: none of the given paths is in the index")
+    if as_json:
+        print_json(report.to_dict())
+        return
+    typer.echo(f"{report.index}: removed {report.removed}, {report.count} left")
+    for p in report.not_found:
+        typer.echo(f"  not in the index: {p}", err=True)
+
+
+@user_errors
+def query_command(
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="Chromosome images, or folders of them (searched recursively)."),
+    ],
+    index: IndexDirOpt = DEFAULT_INDEX,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Neighbours per image.")] = 8,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Checkpoint to embed with (default: the one that built the index)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Name chromosome images and list their k most similar indexed images.
+
+    The name is the nearest class proxy (cosine score and margin to the runner-up; for the
+    plain resnext network, the softmax probability), beside a vote of the k neighbours.
+    """
+    from ..search.engine import query
+
+    results = query(images, index, k, model, batch_size, device)
+    if as_json:
+        print_json({"results": [r.to_dict() for r in results]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for r in results:
+        p = r.predicted
+        head = f"[bold]{r.query}[/bold]"
+        if p is not None:
+            head += (
+                f"  predicted [bold]{p.label}[/bold] ({p.kind} {p.score:.3f}, "
+                f"margin {p.margin:.3f})"
+            )
+        head += f"  neighbours vote [bold]{r.knn_label or '-'}[/bold]"
+        console.print(head)
+        table = Table("rank", "score", "label", "cell", "id")
+        table.add_column("path", overflow="fold")  # whole, so it can be opened
+        for n in r.neighbours:
+            table.add_row(
+                str(n.rank), f"{n.score:.4f}", n.label or "-", n.cell_id or "-", str(n.id), n.path
+            )
+        console.print(table)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, provenance (leak checks), the benchmark and its figures."""

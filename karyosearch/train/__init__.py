@@ -1,0 +1,1 @@
+"""Training: recipes, augmentation, the loss, class-balanced batches and the loop."""

@@ -1,0 +1,93 @@
+"""Training images: loaded and prepared once (the same `load` / `prepare` as indexing and
+querying), kept in memory as uint8, and augmented per batch by one affine warp, so the CPU
+cores spend their time in the network, not in data loading.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.image import load, prepare_input
+from .recipe import Recipe
+
+
+def load_all(paths: list[str], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Load (read, one polarity, crop to content) every image on two threads."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        crops = []
+        for n, crop in enumerate(pool.map(load, paths)):
+            crops.append(crop)
+            if progress is not None and n % 256 == 255:
+                progress(256)
+    return crops
+
+
+def canvas_for(crops: list[np.ndarray], percentile: float) -> int:
+    """The fixed-scale canvas side (source px): a percentile of the crops' long sides."""
+    if percentile <= 0 or not crops:
+        return 0
+    return int(math.ceil(np.percentile([max(c.shape) for c in crops], percentile)))
+
+
+def prepare_all(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarray:
+    """Prepare loaded crops into one uint8 array, (N, S, S) or (N, 2, S, S) with a canvas
+    (quantised to save memory)."""
+    shape = (2, size, size) if canvas else (size, size)
+    out = np.zeros((len(crops), *shape), np.uint8)
+    for i, crop in enumerate(crops):
+        out[i] = np.round(prepare_input(crop, size, canvas) * 255.0)
+    return out
+
+
+def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation, zoom, shift, flips and intensity jitter for a batch (N, 1, S, S)."""
+    n, _, size, _ = x.shape
+    if recipe.pad_crop:
+        p = recipe.pad_crop
+        padded = F.pad(x, (p, p, p, p))
+        ij = torch.randint(0, 2 * p + 1, (n, 2), generator=gen)
+        x = torch.stack(
+            [padded[k, :, i : i + size, j : j + size] for k, (i, j) in enumerate(ij.tolist())]
+        )
+    if (
+        recipe.rotate
+        or recipe.scale != (1.0, 1.0)
+        or recipe.translate
+        or recipe.flips
+        or recipe.vertical_flips
+    ):
+        angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(recipe.rotate)
+        lo, hi = recipe.scale
+        zoom = lo + (hi - lo) * torch.rand(n, generator=gen)
+        sx = (
+            torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+            if recipe.flips
+            else torch.ones(n)
+        )
+        sy = (
+            torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+            if recipe.vertical_flips
+            else torch.ones(n)
+        )
+        shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * recipe.translate * 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, shift[:, 0]], 1),
+                torch.stack([sin * sx, cos * sy, shift[:, 1]], 1),
+            ],
+            1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if recipe.intensity:
+        gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.intensity)
+        gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.intensity
+        x = (x.clamp(0, 1) ** gamma * gain).clamp(0, 1)
+    return x

@@ -1,0 +1,1 @@
+"""Helpers every layer may use: atomic writes, and the runtime (device, autocast, machine)."""
