@@ -21,7 +21,7 @@ from karyosearch.data.image import (
     read_grey,
 )
 
-from .conftest import chromosome_array, write_image
+from ..conftest import chromosome_array, write_image
 
 LOSSLESS = ("bmp", "png", "tif", "tiff")
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from karyosearch.cli import app
 from karyosearch.data.image import foreground_area, load, load_prepared
 from karyosearch.errors import UserError
 from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import load_encoder
 from karyosearch.model.embed import embed_arrays, embed_files
-from karyosearch.train.augment import augment, canvas_for
 from karyosearch.train.loop import train
-from karyosearch.train.recipe import PRESETS, TrainOptions
-from tests.conftest import chromosome_array, write_image
+from karyosearch.train.recipe import TrainOptions
+
+from ..conftest import chromosome_array, write_image
 
 # No augmentation, constant learning rate, small batches: the loss must fall on 16 images.
 PLAIN = {
@@ -57,6 +55,10 @@ def test_one_epoch_runs_and_writes_a_self_describing_checkpoint(tmp_path):
     assert record["split"] == "paper" and record["seed"] == 0 and len(record["curve"]) == 1
     assert model.train_record["val_accuracy"] is not None
     assert (tmp_path / "m.pt.last").exists()
+    # the image size is stored once, in the config (the returned record names it too)
+    assert record["image_size"] == 32
+    assert "image_size" not in model.train_record
+    assert "image_size" not in model.train_record["recipe"]
 
 
 def test_training_lowers_the_loss_and_resume_continues(tmp_path):
@@ -71,13 +73,7 @@ def test_training_lowers_the_loss_and_resume_continues(tmp_path):
     losses = [p["train_loss"] for p in resumed["curve"]]
     assert [p["epoch"] for p in resumed["curve"]] == [1, 2, 3, 4, 5, 6]
     assert losses[-1] < losses[0]
-
-
-def test_canvas_for_is_a_percentile_of_long_sides():
-    crops = [np.zeros((h, 5), np.uint8) for h in range(1, 101)]
-    assert canvas_for(crops, 0.0) == 0
-    assert canvas_for(crops, 95.0) == int(np.ceil(np.percentile(np.arange(1, 101), 95)))
-    assert canvas_for(crops, 100.0) == 100
+    assert resumed["image_size"] == 32 and load_encoder(out).cfg.image_size == 32
 
 
 def test_fixed_scale_canvas_reaches_the_checkpoint_and_embed_files(tmp_path):
@@ -100,55 +96,6 @@ def test_fixed_scale_canvas_reaches_the_checkpoint_and_embed_files(tmp_path):
     full, scaled = load_prepared(path, 32, canvas=model.cfg.canvas)
     np.testing.assert_array_equal(full, load_prepared(path, 32))  # channel 0: the filled frame
     assert scaled.sum() < full.sum()  # channel 1: the same crop smaller, at the canvas scale
-
-
-def test_augment_keeps_shape_and_range_and_is_seeded():
-    x = torch.rand(6, 1, 32, 32)
-    recipe = PRESETS["default"]
-    a = augment(x, recipe, torch.Generator().manual_seed(0))
-    b = augment(x, recipe, torch.Generator().manual_seed(0))
-    assert a.shape == x.shape and torch.equal(a, b)
-    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
-    paper = augment(x, PRESETS["paper"], torch.Generator().manual_seed(0))
-    assert paper.shape == x.shape
-
-
-def test_cli_train_errors_are_one_line(tmp_path):
-    runner = CliRunner()
-    data = make_folder_dataset(tmp_path / "data")
-    result = runner.invoke(
-        app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--arch", "vit"]
-    )
-    assert result.exit_code == 1 and "unknown --arch" in result.output
-    result = runner.invoke(
-        app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--preset", "fastest"]
-    )
-    assert result.exit_code == 1 and "unknown preset" in result.output
-    assert "Traceback" not in result.output
-    for bad, says in [
-        ("rotate", "KEY=VALUE"),
-        ("rotate=abc", "KEY=VALUE"),
-        ("nosuch=1", "unknown recipe field"),
-        ("rotate='x'", "takes a number"),
-        ("scale=(1,)", "takes 2 numbers"),
-        ("epochs=2.5", "whole number"),
-        ("flips=1", "True or False"),
-        ("optimizer='lion'", "adamw, sgd"),
-    ]:
-        result = runner.invoke(
-            app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--set", bad]
-        )
-        assert result.exit_code == 1 and says in result.output, (bad, result.output)
-        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_recipe_overrides_take_the_field_type():
-    from karyosearch.train.recipe import resolve_recipe
-
-    opts = TrainOptions(data="d", out="o", overrides={"rotate": 30, "scale": [0.8, 1.2]})
-    recipe = resolve_recipe(opts)
-    assert recipe.rotate == 30.0 and isinstance(recipe.rotate, float)
-    assert recipe.scale == (0.8, 1.2) and recipe.epochs == PRESETS["default"].epochs
 
 
 @pytest.mark.parametrize("arch", ["resnext", "proxy-resnext"])

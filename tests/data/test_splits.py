@@ -4,21 +4,25 @@ cell (BioImLab) or patient (G-band) on one side."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from karyosearch.data.datasets import read_dataset
+from karyosearch.cytogenetics import normal_counts
+from karyosearch.data.datasets import Dataset, Item, read_dataset
 from karyosearch.data.splits import (
     PAPER_PROPORTIONS,
     SPLITS,
     Split,
+    abnormal_patient_split,
     group_split,
     make_split,
     paper_split,
 )
 
-from .conftest import BIOIMLAB, GBAND, need
+from ..conftest import BIOIMLAB, GBAND, need
+from ..karyotype.helpers import counts_with, labels_of
 
 PARTS = ("train", "val", "test")
 SHARES = np.asarray(PAPER_PROPORTIONS) / sum(PAPER_PROPORTIONS)
@@ -187,3 +191,26 @@ def test_cell_split_real_groups_vary_by_seed(real_groups: list[str]) -> None:
     test0 = set(g[group_split(real_groups, 0).test])
     test1 = set(g[group_split(real_groups, 1).test])
     assert test0 != test1
+
+
+def test_abnormal_patient_split_puts_abnormal_patients_on_test() -> None:
+    items = []
+    for p in range(20):
+        sex = "XY" if p % 2 else "XX"
+        counts = counts_with(sex, c21=1) if p in (3, 8) else normal_counts(sex)
+        for cell in range(2):
+            for j, lab in enumerate(labels_of(counts)):
+                items.append(Item(f"/d/{p}.{cell}/{j}.png", int(lab), f"{p}.{cell}", str(p)))
+    ds = Dataset(Path("/d"), "gband", items)
+    split = abnormal_patient_split(ds, seed=0, test_share=0.2, val_share=0.1)
+    assert split.name == "karyo"
+    side = {}
+    for name in ("train", "val", "test"):
+        for i in split.part(name):
+            assert side.setdefault(items[i].patient_id, name) == name  # no patient on two sides
+    assert side["3"] == side["8"] == "test"
+    assert sum(v == "test" for v in side.values()) == 2 + round(0.2 * 18)
+    assert sum(v == "val" for v in side.values()) == round(0.1 * 18)
+    assert len(split.train) + len(split.val) + len(split.test) == len(items)
+    again = abnormal_patient_split(ds, seed=0, test_share=0.2, val_share=0.1)
+    assert np.array_equal(again.test, split.test)

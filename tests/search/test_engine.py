@@ -25,7 +25,7 @@ from karyosearch.search.faiss_index import FactoryError
 from karyosearch.search.folder import ModelMismatchError, read_index_folder
 from karyosearch.search.update import build_or_update, plan_update, remove
 
-from .conftest import BIOIMLAB, chromosome_array, need, write_image
+from ..conftest import BIOIMLAB, chromosome_array, need, write_image
 
 TINY = EncoderConfig(image_size=32, stem="standard")
 
@@ -296,3 +296,41 @@ def test_predict_and_knn_vote() -> None:
     assert knn_vote([1, 1, 2], [0.5, 0.5, 0.9]) == 1  # majority
     assert knn_vote([1, 2, 2, 1], [0.9, 0.5, 0.5, 0.8]) == 1  # tie: larger summed score
     assert knn_vote([-1, -1], [0.9, 0.8]) is None
+
+
+def _edit_card(index_dir: Path, **changes: object) -> None:
+    import json
+
+    card_file = index_dir / "card.json"
+    card = json.loads(card_file.read_text())
+    card.update(changes)
+    card_file.write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("arch", "resnext", "arch 'resnext'"),
+        ("image_size", 64, "image size 64"),
+    ],
+)
+def test_the_cards_arch_and_image_size_are_checked_on_load(
+    tmp_path: Path, enc: Encoder, field: str, value: object, says: str
+) -> None:
+    """The card's arch and image size must be the encoder's, not only its fingerprint."""
+    data = make_data(tmp_path / "data")
+    build_or_update(tmp_path / "idx", data, enc)
+    _edit_card(tmp_path / "idx", **{field: value})
+    with pytest.raises(ModelMismatchError, match=says):
+        SearchIndex.open(tmp_path / "idx", model=enc)
+    with pytest.raises(ModelMismatchError, match=says):
+        build_or_update(tmp_path / "idx", data, enc)
+
+
+def test_the_cards_preprocessing_version_is_checked_on_load(tmp_path: Path, enc: Encoder) -> None:
+    from karyosearch.search.folder import IndexFolderError
+
+    build_or_update(tmp_path / "idx", make_data(tmp_path / "data"), enc)
+    _edit_card(tmp_path / "idx", preprocess_version=0)
+    with pytest.raises(IndexFolderError, match="prepared with v0"):
+        read_index_folder(tmp_path / "idx")

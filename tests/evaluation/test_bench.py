@@ -18,7 +18,7 @@ from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import load_encoder, save_checkpoint
 from karyosearch.model.encoder import EncoderConfig, build_encoder
 
-from .conftest import chromosome_array, write_image
+from ..conftest import chromosome_array, write_image
 
 CLASSES = ("1", "2", "7", "13", "X", "Y")
 PER_CLASS = 8

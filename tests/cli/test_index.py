@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from karyosearch.cli import app
 
-from .test_engine import make_data, tiny_checkpoint
+from ..search.test_engine import make_data, tiny_checkpoint
 
 runner = CliRunner()
 
@@ -221,3 +221,19 @@ def test_index_input_errors_are_one_line(built: dict, tmp_path: Path) -> None:
     )
     assert "no.pt" in line
     assert not (tmp_path / "i").exists()
+
+
+def test_query_walks_a_class_tree_as_index_does(built: dict, tmp_path: Path) -> None:
+    """`query FOLDER` on a `<class>/<image>` tree: every image under it, recursively."""
+    import shutil
+
+    from karyosearch.data.files import image_files
+
+    tree = shutil.copytree(built["data"], tmp_path / "tree")
+    (tree / "1" / "broken.png").unlink()
+    result = runner.invoke(
+        app, ["query", str(tree), "--index", str(built["idx"]), "-k", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    queries = [r["query"] for r in json.loads(result.stdout)["results"]]
+    assert queries == [str(p) for p in image_files(tree)] and len(queries) == 8

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from karyosearch.cli import app
 from karyosearch.labels import CLASS_NAMES
 
-from .conftest import chromosome_array, make_folders_layout, write_image
+from ..conftest import chromosome_array, make_folders_layout, write_image
 
 runner = CliRunner()
 

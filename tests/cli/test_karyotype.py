@@ -13,7 +13,7 @@ from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import save_checkpoint
 from karyosearch.model.encoder import EncoderConfig, build_encoder
 
-from .conftest import chromosome_array, make_folders_layout, write_image
+from ..conftest import chromosome_array, make_folders_layout, write_image
 
 runner = CliRunner()
 
@@ -157,3 +157,52 @@ def test_index_gives_review_crops_neighbours(tmp_path: Path, ckpt: Path) -> None
     for crop in reviewed:
         assert 1 <= len(crop["neighbours"]) <= 3
         assert {"rank", "score", "label", "path"} <= set(crop["neighbours"][0])
+
+
+def test_help_of_the_cell_command_and_of_fit(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["karyotype", "--help"])
+    assert result.exit_code == 0 and "CELL_DIR" in result.output and "fit" in result.output
+    result = runner.invoke(app, ["karyotype", "fit", "--help"])
+    assert result.exit_code == 0 and "--data" in result.output and "--model" in result.output
+    result = runner.invoke(app, ["karyotype", "cell", "--help"])
+    assert result.exit_code == 0 and "--batch" in result.output
+
+
+def test_fit_writes_params_that_karyotype_applies_and_another_model_refuses(
+    tmp_path: Path, ckpt: Path
+) -> None:
+    data = tmp_path / "gband" / "single_clase"
+    for p in (1, 2, 3):
+        make_cell(data, f"p{p}.1.tiff")
+    model = tmp_path / "a.pt"
+    model.write_bytes(ckpt.read_bytes())
+    result = runner.invoke(
+        app, ["karyotype", "fit", "--data", str(tmp_path / "gband"), "--model", str(model)]
+    )
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "a.karyotype.json"
+    fitted = json.loads(written.read_text())
+    assert fitted["format"] == "karyosearch-karyotype-params/1" and fitted["temperature"] > 0
+    assert fitted["fitted"]["model_fingerprint"] and fitted["fitted"]["split"] == "karyo"
+    assert str(written) in result.stdout
+
+    result = runner.invoke(
+        app, ["karyotype", str(data / "p1.1.tiff"), "--model", str(model), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["temperature"] == pytest.approx(fitted["temperature"])
+
+    # the same file beside another encoder is stale: one line naming the command that refits
+    import torch
+
+    from karyosearch.model.checkpoint import save_checkpoint
+    from karyosearch.model.encoder import EncoderConfig, build_encoder
+
+    torch.manual_seed(5)
+    other = tmp_path / "b.pt"
+    save_checkpoint(other, build_encoder(EncoderConfig(image_size=32, stem="standard")))
+    (tmp_path / "b.karyotype.json").write_text(written.read_text())
+    line = one_error_line(
+        runner.invoke(app, ["karyotype", str(data / "p1.1.tiff"), "--model", str(other)])
+    )
+    assert "karyosearch karyotype fit" in line and str(other) in line

@@ -14,7 +14,7 @@ from karyosearch.data.datasets import LAYOUTS, Dataset, DatasetError, Item, read
 from karyosearch.data.survey import survey
 from karyosearch.labels import CLASS_NAMES, class_name
 
-from .conftest import (
+from ..conftest import (
     BIOIMLAB,
     FOLDER_NAMES,
     GBAND,

@@ -12,7 +12,7 @@ from karyosearch.cli import app
 from karyosearch.model.checkpoint import save_checkpoint
 from karyosearch.model.encoder import EncoderConfig, build_encoder
 
-from .test_evaluate import DESIGN_KEYS, make_folder_dataset
+from ..evaluation.test_bench import DESIGN_KEYS, make_folder_dataset
 
 runner = CliRunner()
 

@@ -1,0 +1,49 @@
+"""The one folder walker: index, query, karyotype and the dataset readers list files alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from karyosearch.data.files import expand_paths, files_under, image_files, subfolders
+from karyosearch.errors import UserError
+
+from ..conftest import chromosome_array, write_image
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in ("1/a.png", "1/deep/b.bmp", "X/c.tif", ".hidden/d.png", "1/.e.png", "top.jpg"):
+        write_image(tmp_path / rel, chromosome_array(seed=len(rel)))
+    (tmp_path / "1" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_files_are_sorted_recursive_and_hidden_ones_left_out(tree: Path) -> None:
+    rel = [p.relative_to(tree).as_posix() for p in files_under(tree)]
+    assert rel == ["1/a.png", "1/deep/b.bmp", "1/notes.txt", "X/c.tif", "top.jpg"]
+    flat = [p.relative_to(tree).as_posix() for p in files_under(tree, recursive=False)]
+    assert flat == ["top.jpg"]
+    assert [p.name for p in image_files(tree / "1")] == ["a.png", "b.bmp"]
+    assert [p.name for p in subfolders(tree)] == ["1", "X"]
+    assert files_under(tree / "missing") == [] and subfolders(tree / "missing") == []
+
+
+def test_expand_paths_walks_a_folder_as_index_does(tree: Path) -> None:
+    got = expand_paths([tree / "top.jpg", tree])
+    assert got[0] == tree / "top.jpg"
+    assert [p.relative_to(tree).as_posix() for p in got[1:]] == [
+        "1/a.png",
+        "1/deep/b.bmp",
+        "X/c.tif",
+        "top.jpg",
+    ]
+    (tree / "empty").mkdir()
+    (tree / "empty" / "notes.txt").write_text("no image")
+    with pytest.raises(UserError, match="no image files"):
+        expand_paths([tree / "empty"])
+    # a hidden folder asked for by name is walked: only what is hidden below it is left out
+    assert [p.name for p in expand_paths([tree / ".hidden"])] == ["d.png"]
+    with pytest.raises(UserError, match="no such file or folder"):
+        expand_paths([tree / "nope.png"])

@@ -1,0 +1,86 @@
+"""Self-describing checkpoints: round trip, fingerprints, bad files, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from karyosearch.model.checkpoint import (
+    CheckpointError,
+    load_encoder,
+    read_checkpoint,
+    save_checkpoint,
+)
+from karyosearch.model.encoder import (
+    build_encoder,
+)
+
+from .test_encoder import tiny
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
+    torch.manual_seed(1)
+    model = build_encoder(tiny()).eval()
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, train={"split": "paper", "seed": 3})
+    loaded = load_encoder(tmp_path / "m.pt")
+    with torch.no_grad():
+        after = loaded(x)
+    assert torch.equal(before, after)
+    assert loaded.cfg == model.cfg and loaded.fingerprint == ckpt.fingerprint
+    assert loaded.train_record == {"split": "paper", "seed": 3}
+    assert torch.equal(loaded.unit_proxies(), model.unit_proxies())
+
+
+def test_fingerprint_differs_between_models(tmp_path):
+    torch.manual_seed(1)
+    a = save_checkpoint(tmp_path / "a.pt", build_encoder(tiny()))
+    b = save_checkpoint(tmp_path / "b.pt", build_encoder(tiny()))
+    assert a.fingerprint != b.fingerprint
+
+
+def test_bad_checkpoint_files_raise_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_encoder(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a karyosearch checkpoint"):
+        load_encoder(junk)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a karyosearch checkpoint"):
+        load_encoder(tmp_path / "other.pt")
+
+
+def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
+    torch.manual_seed(2)
+    model = build_encoder(tiny()).eval()
+    full = save_checkpoint(tmp_path / "m.pt", model, train={"seed": 0})
+    from karyosearch.model.checkpoint import export_checkpoint
+
+    half = export_checkpoint(tmp_path / "m.pt", tmp_path / "h.pt")
+    assert (tmp_path / "h.pt").stat().st_size < 0.6 * (tmp_path / "m.pt").stat().st_size
+    assert half.fingerprint != full.fingerprint
+    loaded = load_encoder(tmp_path / "h.pt")
+    assert loaded.fingerprint == half.fingerprint and loaded.train_record == {"seed": 0}
+    from karyosearch.model.encoder import weights_fingerprint
+
+    assert weights_fingerprint(loaded) == half.fingerprint  # what loading gives is what was named
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=2e-2)
+
+
+def test_the_bundled_model_still_loads_as_it_was_trained():
+    """models/bioimlab-proxy-resnext-cbam-64px.pt predates the image size stored once: it keeps
+    its config's size (64 px) and the fingerprint it was shipped with."""
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[2] / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+    if not bundled.exists():
+        pytest.skip("bundled model not in this checkout")
+    model = load_encoder(bundled)
+    assert model.cfg.image_size == 64 and model.cfg.arch == "proxy-resnext-cbam"
+    assert model.fingerprint == read_checkpoint(bundled).fingerprint
+    assert model.train_record["split"] == "paper" and model.train_record["seed"] == 0

@@ -1,0 +1,84 @@
+"""Batched embedding of files and arrays, and the one classifier on its scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from karyosearch.data.image import foreground_area, load, prepare_input
+from karyosearch.evaluation.metrics import nearest_proxy_predict
+from karyosearch.labels import CLASS_NAMES
+from karyosearch.model import EMBEDDING_DIM
+from karyosearch.model.embed import embed_arrays, embed_files
+from karyosearch.model.encoder import Encoder, EncoderConfig, build_encoder
+from karyosearch.model.predict import log_probs, predict, predicted_classes
+
+from ..conftest import chromosome_array, write_image
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    torch.manual_seed(0)
+    return build_encoder(EncoderConfig(image_size=32, stem="standard")).eval()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    paths = [
+        write_image(tmp_path / f"c{i}.png", chromosome_array(30 + 5 * i, 12, seed=i))
+        for i in range(5)
+    ]
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    return [*paths[:2], tmp_path / "bad.png", *paths[2:]]
+
+
+def test_files_give_unit_vectors_scores_and_areas_in_order(
+    encoder: Encoder, files: list[Path]
+) -> None:
+    calls: list[int] = []
+    got = embed_files(encoder, files, batch_size=2, fast=False, progress=calls.append)
+    good = [f for f in files if f.name != "bad.png"]
+    assert got.paths == [str(f) for f in good]
+    assert got.embeddings.shape == (5, EMBEDDING_DIM) and got.embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, atol=1e-4)
+    assert got.scores.shape == (5, encoder.cfg.num_classes)
+    assert [e.path for e in got.errors] == [str(files[2])] and got.errors[0].reason
+    assert got.areas.tolist() == [foreground_area(load(f)) for f in good]
+    assert sum(calls) == len(files)  # progress counts every file, read or not
+
+
+def test_files_and_arrays_embed_the_same_pixels(encoder: Encoder, files: list[Path]) -> None:
+    good = [f for f in files if f.name != "bad.png"]
+    got = embed_files(encoder, good, fast=False)
+    arrays = np.stack([prepare_input(load(f), 32) for f in good])
+    emb, scores = embed_arrays(encoder, arrays, batch_size=3, fast=False)
+    assert np.allclose(emb, got.embeddings, atol=1e-5)
+    assert np.allclose(scores, got.scores, atol=1e-5)
+    with torch.no_grad():
+        direct = encoder(torch.as_tensor(arrays).unsqueeze(1)).numpy()
+    assert np.allclose(direct, emb, atol=1e-4)
+
+
+def test_nothing_to_embed_gives_empty_arrays(encoder: Encoder) -> None:
+    got = embed_files(encoder, [])
+    assert got.embeddings.shape == (0, EMBEDDING_DIM) and got.scores.shape == (0, 24)
+    emb, scores = embed_arrays(encoder, np.zeros((0, 32, 32), np.float32))
+    assert emb.shape == (0, EMBEDDING_DIM) and scores.shape == (0, 24)
+
+
+def test_the_one_classifier_is_the_nearest_proxy(encoder: Encoder, files: list[Path]) -> None:
+    got = embed_files(encoder, [f for f in files if f.name != "bad.png"], fast=False)
+    proxies = encoder.unit_proxies().detach().numpy()
+    assert predicted_classes(got.scores).tolist() == (
+        nearest_proxy_predict(got.embeddings, proxies).tolist()
+    )
+    labels = [p.label for p in predict(got.scores, "proxy-resnext-cbam")]
+    assert labels == [CLASS_NAMES[c] for c in predicted_classes(got.scores)]
+    lp = log_probs(got.scores, 0.05)
+    assert (
+        np.allclose(np.exp(lp).sum(axis=1), 1.0)
+        and (lp.argmax(1) == predicted_classes(got.scores)).all()
+    )

@@ -1,0 +1,14 @@
+"""Recipes: presets and checked --set overrides."""
+
+from __future__ import annotations
+
+from karyosearch.train.recipe import PRESETS, TrainOptions
+
+
+def test_recipe_overrides_take_the_field_type():
+    from karyosearch.train.recipe import resolve_recipe
+
+    opts = TrainOptions(data="d", out="o", overrides={"rotate": 30, "scale": [0.8, 1.2]})
+    recipe = resolve_recipe(opts)
+    assert recipe.rotate == 30.0 and isinstance(recipe.rotate, float)
+    assert recipe.scale == (0.8, 1.2) and recipe.epochs == PRESETS["default"].epochs
