@@ -25,7 +25,14 @@ def index_command(
     path: Annotated[
         Path, typer.Argument(help="A dataset folder or a .csv manifest of labelled crops.")
     ],
-    model: Annotated[Path, typer.Option("--model", help="Checkpoint that embeds the images.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Checkpoint that embeds the images (default: the index's own model; for a new "
+            "index the shipped encoder for the images' stain, Q- or G-band, from models/).",
+        ),
+    ] = None,
     index: IndexDirOpt = DEFAULT_INDEX,
     factory: Annotated[
         str | None,
@@ -51,6 +58,8 @@ def index_command(
     from ..search.update import apply_update, plan_update
 
     plan = plan_update(index, path, model, factory, layout, prune, device)  # type: ignore[arg-type]
+    if plan.model_note:
+        typer.echo(plan.model_note, err=True)
     with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
         report = apply_update(plan, batch_size, advance)
     if as_json:
@@ -114,8 +123,10 @@ def query_command(
 ) -> None:
     """Name chromosome images and list their k most similar indexed images.
 
-    The name is the nearest class proxy (cosine score and margin to the runner-up; for the
-    plain resnext network, the softmax probability), beside a vote of the k neighbours.
+    The call mixes the encoder's class proxies with the vote of the 8 nearest labelled
+    crops of the index (the lab's own archive: embeddings travel between labs better than
+    proxies do); beside it, the proxies alone (cosine and margin to the runner-up; for the
+    plain resnext network, the softmax probability) and the vote of the k neighbours listed.
     """
     from ..search.engine import query
 
@@ -128,14 +139,13 @@ def query_command(
 
     console = Console()
     for r in results:
-        p = r.predicted
+        p, c = r.predicted, r.call
         head = f"[bold]{r.query}[/bold]"
+        if c is not None:
+            head += f"  call [bold]{c.label}[/bold] (p {c.score:.2f}, margin {c.margin:.2f})"
         if p is not None:
-            head += (
-                f"  predicted [bold]{p.label}[/bold] ({p.kind} {p.score:.3f}, "
-                f"margin {p.margin:.3f})"
-            )
-        head += f"  neighbours vote [bold]{r.knn_label or '-'}[/bold]"
+            head += f"  proxies predicted {p.label} ({p.kind} {p.score:.3f}, margin {p.margin:.3f})"
+        head += f"  neighbours vote {r.knn_label or '-'}"
         console.print(head)
         table = Table("rank", "score", "label", "cell", "id")
         table.add_column("path", overflow="fold")  # whole, so it can be opened

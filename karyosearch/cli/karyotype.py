@@ -76,12 +76,20 @@ def karyotype_command(
             "a folder of cell folders."
         ),
     ],
-    model: Annotated[Path, typer.Option("--model", help="Encoder checkpoint (.pt).")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Encoder checkpoint (.pt) (default: the shipped encoder for the crops' stain, "
+            "Q- or G-band, from models/).",
+        ),
+    ] = None,
     index: Annotated[
         Path | None,
         typer.Option(
             "--index",
-            help="Index folder: list the most similar archived crops beside each crop to review.",
+            help="Index folder of labelled crops (same encoder): each crop's call also weighs "
+            "its nearest archived crops, and the crops to review list them beside it.",
         ),
     ] = None,
     as_json: JsonFlag = False,
@@ -126,6 +134,8 @@ def karyotype_command(
         )
     finally:
         close_bars()
+    if run.model_note:
+        typer.echo(run.model_note, err=True)
     if as_json:
         print_json(run.to_json())
         return

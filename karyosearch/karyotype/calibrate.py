@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model.predict import log_probs
+from ..model.predict import ARCHIVE_WEIGHT, log_probs
 from ..sizes import size_log_likelihood
 
 if TYPE_CHECKING:
@@ -50,17 +50,29 @@ def fit_temperature(
 
 
 def cell_log_probs(
-    scores: np.ndarray, params: KaryotypeParams, sizes: np.ndarray | None = None
+    scores: np.ndarray,
+    params: KaryotypeParams,
+    sizes: np.ndarray | None = None,
+    votes: np.ndarray | None = None,
 ) -> np.ndarray:
     """A cell's per-crop class log-probabilities: `log_probs`, with the size term added when
-    `params` has a size model and weight and the crops' `relative_sizes` are given."""
+    `params` has a size model and weight and the crops' `relative_sizes` are given; with the
+    archive's `votes` (`SearchIndex.archive_votes`), mixed with them as the query command's
+    call mixes the proxies with them (ARCHIVE_WEIGHT)."""
     temperature = params.temperature or 1.0
     if sizes is None or not params.size_weight or params.size_mean is None or not params.size_sd:
-        return log_probs(scores, temperature)
-    from scipy.special import log_softmax
+        logp = log_probs(scores, temperature)
+    else:
+        from scipy.special import log_softmax
 
-    ll = size_log_likelihood(sizes, params.size_mean, params.size_sd)
-    return log_softmax(np.asarray(scores, np.float64) / temperature + params.size_weight * ll, 1)
+        ll = size_log_likelihood(sizes, params.size_mean, params.size_sd)
+        logits = np.asarray(scores, np.float64) / temperature + params.size_weight * ll
+        logp = log_softmax(logits, 1)
+    if votes is None:
+        return logp
+    mixed = (1.0 - ARCHIVE_WEIGHT) * np.exp(logp) + ARCHIVE_WEIGHT * np.asarray(votes)
+    voted = np.asarray(votes).sum(axis=1, keepdims=True) > 0  # no labelled neighbour: as before
+    return np.where(voted, np.log(np.maximum(mixed, 1e-300)), logp)
 
 
 def fit_size_weight(

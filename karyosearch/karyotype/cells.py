@@ -73,11 +73,14 @@ def karyotype_cell(
     params: KaryotypeParams,
     fast: bool = True,
     cell: str | None = None,
+    archive: Any = None,
 ) -> CellKaryotype:
     """The karyotype of one cell from its crop image files.
 
     Unreadable images are skipped and reported in `skipped`; UserError when none is left or
-    there are more than MAX_CELL_IMAGES. Params with no temperature use the encoder's.
+    there are more than MAX_CELL_IMAGES. Params with no temperature use the encoder's. With an
+    `archive` (an opened `SearchIndex` of labelled crops, same encoder), each crop's class
+    probabilities mix in the vote of its nearest archived crops, as `query` does.
     """
     from ..model.embed import embed_files
 
@@ -97,6 +100,7 @@ def karyotype_cell(
         cell=cell,
         embeddings=emb.embeddings,
         sizes=relative_sizes(emb.areas),
+        votes=archive.archive_votes(emb.embeddings, emb.paths) if archive is not None else None,
     )
     result.skipped = _skipped([], emb.errors)
     result.embeddings = emb.embeddings
@@ -109,11 +113,12 @@ def karyotype_folder(
     params: KaryotypeParams,
     fast: bool = True,
     files: CellFiles | None = None,
+    archive: Any = None,
 ) -> CellKaryotype:
     """`karyotype_cell` on the images of one cell folder (`files`, if already collected, else
     `collect_cell(folder)`); other files are reported, not fatal."""
     files = collect_cell(folder) if files is None else files
-    result = karyotype_cell(encoder, files.images, params, fast, cell=str(Path(folder)))
+    result = karyotype_cell(encoder, files.images, params, fast, str(Path(folder)), archive)
     result.skipped = _skipped(files.others, []) + result.skipped
     return result
 
@@ -213,9 +218,11 @@ def karyotype_cells(
     batch_size: int = 128,
     progress: Callable[[int], None] | None = None,
     root: str | os.PathLike = "",
+    archive: Any = None,
 ) -> BatchKaryotype:
     """Karyotype collected cell folders (`collect_cells`), embedding all their crops in shared
-    batches. A cell that fails is reported in `errors`."""
+    batches (with an `archive`, as `karyotype_cell`). A cell that fails is reported in
+    `errors`."""
     from ..model.embed import embed_files
 
     paths = [p for f in cells for p in f.images]
@@ -223,6 +230,7 @@ def karyotype_cells(
     row = {p: i for i, p in enumerate(emb.paths)}
     err_by_path = {e.path: e for e in emb.errors}
     params = params.with_temperature(encoder.score_temperature)
+    votes = archive.archive_votes(emb.embeddings, emb.paths) if archive is not None else None
     results, errors = [], []
     for f in cells:
         rows = [row[str(p)] for p in f.images if str(p) in row]
@@ -236,6 +244,7 @@ def karyotype_cells(
             cell=str(f.folder),
             embeddings=emb.embeddings[rows],
             sizes=relative_sizes(emb.areas[rows]),
+            votes=votes[rows] if votes is not None else None,
         )
         result.embeddings = emb.embeddings[rows]
         result.skipped = _skipped(
@@ -266,6 +275,7 @@ class KaryotypeRun:
     cells: list[CellKaryotype]  # one per cell karyotyped
     batch: BatchKaryotype | None  # the folder of cells (None for a single cell)
     pngs: list[Path] = field(default_factory=list)  # karyograms written
+    model_note: str | None = None  # how the encoder was chosen when none was given
 
     def to_json(self) -> dict[str, Any]:
         """The `karyotype` command's JSON: one cell's, or the batch's with every cell."""
@@ -279,7 +289,7 @@ class KaryotypeRun:
 
 def run_karyotype(
     cell_dir: str | os.PathLike,
-    model: str | os.PathLike,
+    model: str | os.PathLike | None,
     params_file: str | os.PathLike | None = None,
     batch: bool = False,
     index: str | os.PathLike | None = None,
@@ -294,7 +304,10 @@ def run_karyotype(
     another encoder); with `index`, the `k` most similar archived crops of each crop to review
     (`attach_neighbours`); with `png`, a karyogram (with `batch`: a folder of them).
 
-    `progress(description, total)` may return an `advance(n)` callback (batch mode).
+    With `index`, each crop's call also weighs its nearest archived crops' labels (the lab's
+    own archive; `karyotype_cell`). With no `model`, the shipped encoder for the crops' stain
+    (`model.shipped`); `model_note` says which. `progress(description, total)` may return an
+    `advance(n)` callback (batch mode).
     """
     from ..model.checkpoint import load_encoder
     from ..util.runtime import pick_device
@@ -307,6 +320,12 @@ def run_karyotype(
             else f"{cell_dir}: CELL_DIR must be a folder of chromosome crops"
         )
     cells = collect_cells(cell_dir) if batch else [collect_cell(cell_dir)]
+    note = None
+    if model is None:
+        from ..model.shipped import choose_shipped
+
+        choice = choose_shipped([p for f in cells for p in f.images])
+        model, note = choice.path, choice.note
     chosen = params_file_for(model, params_file)
     params = load_params(chosen) if chosen is not None else KaryotypeParams()
     encoder = load_encoder(model, pick_device(device))
@@ -321,10 +340,12 @@ def run_karyotype(
     if batch:
         total = sum(len(f.images) for f in cells)
         advance = progress("embedding crops", total) if progress is not None else None
-        found = karyotype_cells(encoder, cells, params, progress=advance, root=cell_dir)
+        found = karyotype_cells(
+            encoder, cells, params, progress=advance, root=cell_dir, archive=search
+        )
         results = found.cells
     else:
-        results = [karyotype_folder(encoder, cell_dir, params, files=cells[0])]
+        results = [karyotype_folder(encoder, cell_dir, params, files=cells[0], archive=search)]
     if search is not None:
         for r in results:
             attach_neighbours(r, search, k)
@@ -339,4 +360,4 @@ def run_karyotype(
             ]
         else:
             pngs = [render_karyogram(results[0], png)]
-    return KaryotypeRun(results, found, pngs)
+    return KaryotypeRun(results, found, pngs, note)

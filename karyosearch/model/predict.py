@@ -14,6 +14,14 @@ import numpy as np
 
 from ..labels import CLASS_NAMES
 
+# The archive call (`archive_call`): where an index of labelled crops is at hand, a query's
+# class mixes the proxies' softmax with the vote of its ARCHIVE_K nearest archived crops.
+# Chosen on the validation queries of three stand-ins for an unseen lab, never on their test
+# queries (benchmarks/bench_archive_call.py, results/archive_call.json).
+ARCHIVE_K = 8  # archived neighbours that vote
+ARCHIVE_WEIGHT = 0.5  # w: the neighbours' share of the call
+ARCHIVE_TEMPERATURE = 0.05  # T of the proxies' softmax (cosine scores); logits use T = 1
+
 
 @dataclass
 class Prediction:
@@ -22,7 +30,7 @@ class Prediction:
     label: str  # "1".."22", "X", "Y"
     score: float  # cosine to the nearest proxy (kind "cosine"), or softmax probability ("softmax")
     margin: float  # score of the predicted class minus that of the runner-up
-    kind: str  # "cosine" for the proxy networks, "softmax" for the plain `resnext` classifier
+    kind: str  # "cosine" (proxy networks), "softmax" (`resnext`), "probability" (archive call)
 
 
 def predicted_classes(scores: np.ndarray) -> np.ndarray:
@@ -54,3 +62,46 @@ def log_probs(scores: np.ndarray, temperature: float) -> np.ndarray:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return log_softmax(np.asarray(scores, dtype=np.float64) / temperature, axis=1)
 
+
+def neighbour_votes(labels: np.ndarray, sims: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each query's vote shares over classes from its neighbours' labels (N, k) -> (N, classes).
+
+    A neighbour's vote is 1/(labelled neighbours); unlabelled neighbours (label -1) do not vote.
+    A tie between classes goes to the larger summed similarity (a 1e-6 nudge), as `knn_vote`."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sims = np.asarray(sims, dtype=np.float64)
+    votes = np.zeros((len(labels), num_classes))
+    valid = labels >= 0
+    rows = np.broadcast_to(np.arange(len(labels))[:, None], labels.shape)
+    np.add.at(votes, (rows[valid], labels[valid]), 1.0 + 1e-6 * sims[valid])
+    total = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
+
+
+def combined_call(
+    scores: np.ndarray, votes: np.ndarray, weight: float, temperature: float
+) -> np.ndarray:
+    """Class probabilities from the proxies and the archive: (1 - w) softmax(scores / T) + w votes.
+
+    `scores` are the encoder's class scores (cosines to the proxies), `votes` the neighbours'
+    shares (`neighbour_votes`); a query with no labelled neighbour keeps the proxies' call.
+    The embeddings travel between labs better than the proxies do (benchmarks/
+    bench_archive_call.py), so where an index of labelled crops is at hand both are used."""
+    from scipy.special import softmax
+
+    proxy = softmax(np.asarray(scores, dtype=np.float64) / temperature, axis=1)
+    votes = np.asarray(votes, dtype=np.float64)
+    has_votes = votes.sum(axis=1, keepdims=True) > 0
+    return np.where(has_votes, (1.0 - weight) * proxy + weight * votes, proxy)
+
+
+def archive_call(scores: np.ndarray, votes: np.ndarray, arch: str) -> list[Prediction]:
+    """The class of each query from the proxies and the archive (`combined_call` with the
+    ARCHIVE_* setting): label, probability, and margin over the runner-up's probability."""
+    temperature = 1.0 if arch == "resnext" else ARCHIVE_TEMPERATURE
+    probs = combined_call(scores, votes, ARCHIVE_WEIGHT, temperature)
+    top2 = np.argsort(-probs, axis=1, kind="stable")[:, :2]
+    return [
+        Prediction(CLASS_NAMES[a], float(row[a]), float(row[a] - row[b]), "probability")
+        for row, (a, b) in zip(probs, top2, strict=True)
+    ]

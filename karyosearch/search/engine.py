@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import UserError
 from ..labels import CLASS_NAMES
 from ..model.checkpoint import ModelLike, resolve_encoder
-from ..model.predict import Prediction, predict
+from ..model.predict import ARCHIVE_K, Prediction, archive_call, neighbour_votes, predict
 from ..util.runtime import pick_device
 from .folder import DEFAULT_INDEX_DIR, IndexCard, IndexFolder, check_encoder, read_index_folder
 from .store import Rows
@@ -53,14 +53,18 @@ class Neighbour:
 @dataclass
 class QueryResult:
     query: str  # the query image path (or "vector <i>")
-    predicted: Prediction | None  # None when no class scores were available
+    predicted: Prediction | None  # the encoder's own class; None without class scores
     knn_label: str | None  # majority class of the neighbours; ties go to the higher summed score
     neighbours: list[Neighbour]
+    # The class from the proxies and the archive's labelled crops (model.predict.archive_call):
+    # the call to act on. None without class scores.
+    call: Prediction | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `query` command's JSON for one image (keys that scripts may rely on)."""
         return {
             "query": self.query,
+            "call": asdict(self.call) if self.call is not None else None,
             "predicted": asdict(self.predicted) if self.predicted is not None else None,
             "knn_label": self.knn_label,
             "neighbours": [asdict(n) for n in self.neighbours],
@@ -151,6 +155,34 @@ class SearchIndex:
             raise embedded.errors[0]
         return self.query_vectors(embedded.embeddings, k, embedded.scores, [str(p) for p in paths])
 
+    def archive_votes(self, vectors: np.ndarray, queries: Sequence[str | None]) -> np.ndarray:
+        """The vote shares (n, classes) of each vector's ARCHIVE_K nearest labelled archived
+        crops (`model.predict.neighbour_votes`); a query's own file (`queries`) never votes."""
+        return self._votes(self._hits(vectors, ARCHIVE_K + 1), queries, len(CLASS_NAMES))
+
+    def _hits(self, vectors: np.ndarray, n: int) -> list[tuple[np.ndarray, ...]]:
+        """Per vector, the (ids, similarities, store positions) of its n nearest rows."""
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        sims, ids = self.folder.search(vectors, min(n, max(len(self), 1)))
+        found = []
+        for row_sims, row_ids in zip(sims, ids, strict=True):
+            valid = row_ids >= 0
+            found.append((row_ids[valid], row_sims[valid], self.rows.positions(row_ids[valid])))
+        return found
+
+    def _votes(self, found: list, queries: Sequence[str | None], num_classes: int) -> np.ndarray:
+        # one more neighbour is fetched than votes: an archived query does not vote for itself
+        labels = np.full((len(found), ARCHIVE_K), -1, np.int64)
+        sims = np.zeros((len(found), ARCHIVE_K))
+        rows = self.rows
+        for q, ((_, row_sims, pos), name) in enumerate(zip(found, queries, strict=True)):
+            own = os.path.realpath(name) if name is not None else None
+            voters = [j for j, p in enumerate(pos) if os.path.realpath(rows.paths[p]) != own]
+            voters = voters[:ARCHIVE_K]
+            labels[q, : len(voters)] = rows.labels[pos[voters]]
+            sims[q, : len(voters)] = row_sims[voters]
+        return neighbour_votes(labels, sims, num_classes)
+
     def query_vectors(
         self,
         vectors: np.ndarray,
@@ -166,19 +198,23 @@ class SearchIndex:
         if k < 1:
             raise UserError(f"k must be at least 1, not {k}")
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        sims, ids = self.folder.search(vectors, min(k, max(len(self), 1)))
-        predictions = (
-            predict(scores, self.card.arch) if scores is not None else [None] * len(vectors)
-        )
+        found = self._hits(vectors, max(k, ARCHIVE_K + 1))
         names = (
             list(queries) if queries is not None else [f"vector {i}" for i in range(len(vectors))]
         )
         rows = self.rows
+        if scores is not None:
+            predictions = predict(scores, self.card.arch)
+            own = queries if queries is not None else [None] * len(vectors)
+            votes = self._votes(found, own, np.asarray(scores).shape[1])
+            calls = archive_call(scores, votes, self.card.arch)
+        else:
+            predictions = calls = [None] * len(vectors)
         results = []
-        for name, pred, row_sims, row_ids in zip(names, predictions, sims, ids, strict=True):
-            valid = row_ids >= 0
-            row_ids, row_sims = row_ids[valid], row_sims[valid]
-            pos = rows.positions(row_ids)
+        for name, pred, call, (row_ids, row_sims, pos) in zip(
+            names, predictions, calls, found, strict=True
+        ):
+            row_ids, row_sims, pos = row_ids[:k], row_sims[:k], pos[:k]
             neighbours = []
             for rank, (i, s, p) in enumerate(zip(row_ids, row_sims, pos, strict=True), start=1):
                 label = int(rows.labels[p])
@@ -193,9 +229,8 @@ class SearchIndex:
                     )
                 )
             vote = knn_vote([int(rows.labels[p]) for p in pos], row_sims.tolist())
-            results.append(
-                QueryResult(name, pred, CLASS_NAMES[vote] if vote is not None else None, neighbours)
-            )
+            knn = CLASS_NAMES[vote] if vote is not None else None
+            results.append(QueryResult(name, pred, knn, neighbours, call))
         return results
 
 

@@ -24,6 +24,7 @@ from ..data.datasets import Dataset, Item, Layout, read_dataset
 from ..errors import UserError
 from ..model import EMBEDDING_DIM
 from ..model.checkpoint import ModelLike, resolve_encoder
+from ..model.shipped import choose_shipped
 from ..util.runtime import pick_device
 from .faiss_index import (
     DEFAULT_FACTORY,
@@ -126,12 +127,13 @@ class UpdatePlan:
     unchanged: int
     rejected: list[dict[str, str]]  # found by the dataset reader or unreadable when hashed
     stamp: tuple[str, int] | None  # (updated, count) of the card read, to detect a racing writer
+    model_note: str | None = None  # how the model was chosen when none was given
 
 
 def plan_update(
     index_dir: PathLike,
     data: PathLike | Dataset,
-    model: ModelLike,
+    model: ModelLike | None,
     factory: str | None = None,
     layout: Layout = "auto",
     prune: bool = False,
@@ -141,15 +143,20 @@ def plan_update(
 
     Refuses (ModelMismatchError) a model other than the one that built the index, and checks
     the factory string (and that there are enough vectors to train it) before any embedding.
-    A checkpoint path is loaded on `device` (auto, cpu or cuda).
+    A checkpoint path is loaded on `device` (auto, cpu or cuda). With no `model`, an existing
+    index is extended with the checkpoint its card names, and a new one is built with the
+    shipped encoder for the images' stain (`model.shipped`); `model_note` says which.
     """
     index_dir = Path(index_dir)
     dataset = data if isinstance(data, Dataset) else read_dataset(data, layout)
-    encoder, model_path = resolve_encoder(model, pick_device(device))
     try:
         existing = read_index_folder(index_dir, embeddings=True)
     except IndexNotFoundError:
         existing = None
+    note = None
+    if model is None:
+        model, note = _default_model(existing, dataset)
+    encoder, model_path = resolve_encoder(model, pick_device(device))
     if existing is not None:
         check_encoder(existing.card, encoder, index_dir)
     old_factory = existing.card.factory if existing is not None else None
@@ -215,7 +222,18 @@ def plan_update(
         unchanged,
         rejected,
         stamp,
+        note,
     )
+
+
+def _default_model(existing: IndexFolder | None, dataset: Dataset) -> tuple[Path, str]:
+    """The checkpoint to use when none is given, and a line saying why."""
+    if existing is not None and existing.card.model_path:
+        path = Path(existing.card.model_path)
+        if path.is_file():
+            return path, f"no --model given: extending the index with its own model {path}"
+    choice = choose_shipped([it.path for it in dataset.items])
+    return choice.path, choice.note
 
 
 def apply_update(

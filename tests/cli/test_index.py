@@ -110,8 +110,9 @@ def test_query_json_has_the_design_keys_and_self_first(built: dict) -> None:
         str(built["data"] / "Y" / f"img{i}.png") for i in (0, 1)
     ]
     for r in results:
-        assert set(r) >= {"query", "predicted", "knn_label", "neighbours"}
+        assert set(r) >= {"query", "call", "predicted", "knn_label", "neighbours"}
         assert set(r["predicted"]) >= {"label", "score", "margin"}
+        assert set(r["call"]) >= {"label", "score", "margin"} and 0 <= r["call"]["score"] <= 1
         assert len(r["neighbours"]) == 3
         first = r["neighbours"][0]
         assert set(first) >= {"rank", "id", "score", "label", "path", "cell_id"}
@@ -124,7 +125,7 @@ def test_query_prints_a_readable_table(built: dict) -> None:
     image = built["data"] / "2" / "img0.png"
     result = runner.invoke(app, ["query", str(image), "--index", str(built["idx"]), "-k", "2"])
     assert result.exit_code == 0, result.output
-    for text in ("predicted", "margin", "neighbours vote", "rank", "score", "img0.png"):
+    for text in ("call", "predicted", "margin", "neighbours vote", "rank", "score", "img0.png"):
         assert text in result.stdout
 
 
@@ -237,3 +238,23 @@ def test_query_walks_a_class_tree_as_index_does(built: dict, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     queries = [r["query"] for r in json.loads(result.stdout)["results"]]
     assert queries == [str(p) for p in image_files(tree)] and len(queries) == 8
+
+
+def test_index_without_a_model_uses_the_shipped_one_for_the_stain_and_says_so(
+    built: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from karyosearch.model.shipped import SHIPPED
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(built["ckpt"], models / SHIPPED["Q-band"])  # made-up crops are bright on dark
+    monkeypatch.setenv("KARYOSEARCH_MODELS", str(models))
+    idx = tmp_path / "idx"
+    result = runner.invoke(app, ["index", str(built["data"]), "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    assert "look Q-band; using the shipped Q-band encoder" in result.stderr
+    # an update without --model extends the index with its own model, and says so
+    again = runner.invoke(app, ["index", str(built["data"]), "--index", str(idx)])
+    assert again.exit_code == 0, again.output
+    assert "extending the index with its own model" in again.stderr
+    assert "unchanged 8" in again.stdout

@@ -55,3 +55,20 @@ def test_fit_size_weight_weighs_size_by_what_it_tells() -> None:
     assert nll < plain - 0.1
     noise = np.random.default_rng(7).permutation(informative)
     assert fit_size_weight(scores, noise, val_labels, base).size_weight < 0.1
+
+
+def test_archive_votes_mix_into_a_cells_probabilities() -> None:
+    from karyosearch.karyotype.params import KaryotypeParams
+    from karyosearch.model.predict import ARCHIVE_WEIGHT
+
+    scores = np.zeros((2, len(CLASS_NAMES)))
+    scores[:, 0] = 0.3  # the encoder leans to "1" for both crops
+    votes = np.zeros_like(scores)
+    votes[0, 1] = 1.0  # the archive says "2" for the first crop, nothing for the second
+    params = KaryotypeParams(temperature=0.05)
+    plain = cell_log_probs(scores, params)
+    mixed = cell_log_probs(scores, params, votes=votes)
+    expected = np.log((1 - ARCHIVE_WEIGHT) * np.exp(plain[0]) + ARCHIVE_WEIGHT * votes[0])
+    np.testing.assert_allclose(mixed[0], expected)
+    np.testing.assert_allclose(mixed[1], plain[1])  # no labelled neighbour: unchanged
+    np.testing.assert_allclose(np.exp(mixed).sum(axis=1), 1.0)

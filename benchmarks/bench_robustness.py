@@ -1,0 +1,113 @@
+"""Robustness to another lab's images: accuracy on test crops degraded the ways labs differ.
+
+Each test crop of the encoder's own split is read, degraded (`degrade.py`: scaled by 0.5 and
+0.75, gamma 0.7 and 1.4, Gaussian blur of 1 px, JPEG quality 50) before the pipeline, then
+sent through the one pipeline (polarity, crop, prepare) and the encoder. Reported per
+degradation: nearest-proxy accuracy, Recall@1 among the degraded test crops, and the drop
+from the clean figure in points. The target (issue 15): every drop at most 2 points.
+
+    .venv/bin/python benchmarks/bench_robustness.py \\
+        --model models/gband612-proxy-resnext-cbam-64px.pt --data ../shared/data/gband612 \\
+        --json-out benchmarks/results/robustness_gband612.json
+
+The split and seed default to the ones the model trained on (its test part was never seen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from degrade import DEGRADATIONS  # noqa: E402
+
+from karyosearch.data.datasets import read_dataset  # noqa: E402
+from karyosearch.data.image import crop_chromosome, prepare_input, read_grey  # noqa: E402
+from karyosearch.data.splits import split_dataset  # noqa: E402
+from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
+from karyosearch.evaluation.provenance import resolve_split  # noqa: E402
+from karyosearch.model.checkpoint import load_encoder  # noqa: E402
+from karyosearch.model.embed import embed_arrays  # noqa: E402
+from karyosearch.model.predict import predicted_classes  # noqa: E402
+from karyosearch.util.runtime import describe, timestamp  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default=None, help="default: the model's training split")
+    parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
+    parser.add_argument("--limit", type=int, default=0, help="test crops, a seeded sample (0: all)")
+    parser.add_argument("--json-out", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def prepared(paths: list[str], degrade, size: int, canvas: int) -> np.ndarray:
+    def one(path: str) -> np.ndarray:
+        return prepare_input(crop_chromosome(degrade(read_grey(path)), "auto", path), size, canvas)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return np.stack(list(pool.map(one, paths)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    encoder = load_encoder(args.model)
+    dataset = read_dataset(args.data)
+    record = encoder.train_record or {}
+    split, seed, warnings = resolve_split(record, dataset, args.split, args.seed)
+    for warning in warnings:
+        print(f"warning: {warning}", flush=True)
+    test = split_dataset(dataset, split, seed).test
+    if args.limit and args.limit < len(test):
+        test = np.sort(np.random.default_rng(0).choice(test, args.limit, replace=False))
+    paths = [str(dataset.items[i].path) for i in test]
+    labels = np.asarray([dataset.items[i].label for i in test])
+    cfg = encoder.cfg
+    rows = []
+    for name, degrade in DEGRADATIONS.items():
+        started = time.monotonic()
+        emb, scores = embed_arrays(encoder, prepared(paths, degrade, cfg.image_size, cfg.canvas))
+        acc = float(np.mean(predicted_classes(scores) == labels))
+        r1 = recall_at_k(emb, labels, (1,))[1]
+        rows.append({"degradation": name, "accuracy": acc, "recall_at_1": r1,
+                     "seconds": time.monotonic() - started})  # fmt: skip
+        clean = rows[0]
+        print(
+            f"{name:14s} accuracy {100 * acc:6.2f}% ({100 * (acc - clean['accuracy']):+.2f})  "
+            f"R@1 {100 * r1:6.2f}% ({100 * (r1 - clean['recall_at_1']):+.2f})",
+            flush=True,
+        )
+    for row in rows:
+        row["accuracy_drop_points"] = 100 * (rows[0]["accuracy"] - row["accuracy"])
+        row["recall_at_1_drop_points"] = 100 * (rows[0]["recall_at_1"] - row["recall_at_1"])
+    out = {
+        "benchmark": "robustness",
+        "command": " ".join(sys.argv),
+        "model": str(args.model),
+        "fingerprint": encoder.fingerprint,
+        "dataset": str(args.data),
+        "split": split,
+        "seed": seed,
+        "n_test": len(paths),
+        "warnings": warnings,
+        "target": "every drop at most 2 points of accuracy",
+        "worst_accuracy_drop_points": max(r["accuracy_drop_points"] for r in rows),
+        "results": rows,
+        "machine": describe(),
+        "created": timestamp(),
+    }
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"saved {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
