@@ -14,7 +14,7 @@ from .bench import bench_command
 from .data import data_app
 from .index import index_command, query_command, remove_command
 from .karyotype import karyotype_app
-from .train import train_command
+from .train import export_command, train_command
 
 app = typer.Typer(
     help="Search and classify human chromosome images with a Proxy-ResNeXt-CBAM encoder.\n\n"
@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
+app.command("export")(export_command)
 app.command("bench")(bench_command)
 app.command("index")(index_command)
 app.command("remove")(remove_command)

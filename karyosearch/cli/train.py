@@ -129,3 +129,34 @@ def train_command(
             f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}, "
             f"{summary['train_seconds'] / 60:.1f} min -> {out}"
         )
+
+
+@user_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `train` (.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the exported model (.pt).")],
+    full: Annotated[
+        bool, typer.Option("--full", help="Keep float32 weights (default: float16, half the size).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export a trained checkpoint for distribution: no optimiser state, float16 weights.
+
+    The weights are rounded to float16 before the fingerprint is taken, so the exported model
+    is a model of its own (an index built with the float32 original refuses it). This is how
+    the encoders in models/ were made; their cards are in models/README.md.
+    """
+    from ..model.checkpoint import export_checkpoint
+
+    if not checkpoint.is_file():
+        raise fail(f"{checkpoint}: no such file")
+    if out.is_dir():
+        raise fail(f"{out}: is a folder; give the file to write (.pt)")
+    exported = export_checkpoint(checkpoint, out, half=not full)
+    info = {"checkpoint": str(out), "fingerprint": exported.fingerprint, "float16": not full}
+    if as_json:
+        print_json(info)
+    else:
+        typer.echo(
+            f"{out}: fingerprint {exported.fingerprint} ({'float32' if full else 'float16'})"
+        )

@@ -36,3 +36,21 @@ def test_cli_train_errors_are_one_line(tmp_path):
         )
         assert result.exit_code == 1 and says in result.output, (bad, result.output)
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_export_writes_a_float16_model_of_its_own(tmp_path):
+    import torch
+
+    from karyosearch.model.checkpoint import load_encoder, save_checkpoint
+    from karyosearch.model.encoder import EncoderConfig, build_encoder
+
+    torch.manual_seed(0)
+    src = save_checkpoint(tmp_path / "m.pt", build_encoder(EncoderConfig(image_size=32)))
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "s.pt")])
+    assert result.exit_code == 0, result.output
+    shipped = load_encoder(tmp_path / "s.pt")
+    assert shipped.fingerprint in result.stdout and shipped.fingerprint != src.fingerprint
+    assert (tmp_path / "s.pt").stat().st_size < 0.6 * (tmp_path / "m.pt").stat().st_size
+    bad = runner.invoke(app, ["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and bad.output.strip().startswith("error:")
