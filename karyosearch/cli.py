@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from .errors import UserError
+from .server.command import serve
 
 app = typer.Typer(
     help="Search and classify human chromosome images with a Proxy-ResNeXt-CBAM encoder.\n\n"
@@ -729,6 +730,9 @@ def karyotype_command(
     if pngs:
         where = f"{png}/ ({len(pngs)} files)" if batch else str(pngs[0])
         console.print(f"karyogram: {where}", markup=False, highlight=False)
+
+
+app.command("serve")(serve)
 
 
 def main() -> None:
