@@ -12,7 +12,7 @@ from ..engine import SearchIndex, build_or_update, remove
 from ..errors import UserError
 from ..image import IMAGE_SUFFIXES, MAX_SIDE, ImageError, is_image_path, load, read_grey
 from ..index import IndexNotFoundError
-from ..inference import embed_files
+from ..inference import EmbeddedFiles, embed_arrays, embed_files
 from ..karyogram import display_image, render_karyogram
 from ..karyotype import (
     MAX_CELL_IMAGES,
@@ -31,6 +31,7 @@ __all__ = [
     "MAX_CELL_IMAGES",
     "MAX_SIDE",
     "Dataset",
+    "EmbeddedFiles",
     "ImageError",
     "IndexNotFoundError",
     "Item",
@@ -39,6 +40,7 @@ __all__ = [
     "build_or_update",
     "class_index",
     "display_image",
+    "embed_arrays",
     "embed_files",
     "hypothesis_named",
     "is_image_path",

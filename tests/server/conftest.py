@@ -61,6 +61,8 @@ def write_client(index_dir: Path, tmp_path: Path):
 
     copy = tmp_path / "index"
     shutil.copytree(index_dir, copy)
-    app = create_app(copy, MODEL, write_token=TOKEN, uploads_dir=tmp_path / "uploads")
+    app = create_app(
+        copy, MODEL, write_token=TOKEN, uploads_dir=tmp_path / "uploads", warm_up=False
+    )
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

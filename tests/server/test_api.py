@@ -414,6 +414,33 @@ def test_health_answers_while_the_encoder_is_busy(client, app) -> None:
     assert done["status"] == 200
 
 
+def test_concurrent_queries_each_get_their_own_answer(client, app) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"{QUERY_CELL} {c}.bmp" for c in ("1a", "5b", "9a", "13b", "18a", "21b", "23a", "2b")]
+    alone = {n: client.post("/api/query?k=3", files=[crop_file(n)]).json() for n in names}
+    lock = app.state.engine.encoder_lock
+    lock.acquire()  # let the requests queue up, so that they are embedded together
+    held = True
+    try:
+        with ThreadPoolExecutor(len(names)) as pool:
+            futures = {
+                n: pool.submit(client.post, "/api/query?k=3", files=[crop_file(n)]) for n in names
+            }
+            time.sleep(1.0)
+            lock.release()
+            held = False
+            together = {n: f.result().json() for n, f in futures.items()}
+    finally:
+        if held:
+            lock.release()
+    for n in names:
+        (a,), (b,) = alone[n]["results"], together[n]["results"]
+        assert b["query"] == n and b["predicted"]["label"] == a["predicted"]["label"]
+        assert [x["id"] for x in b["neighbours"]] == [x["id"] for x in a["neighbours"]]
+        assert abs(b["predicted"]["score"] - a["predicted"]["score"]) < 1e-3
+
+
 def test_cors_is_off_by_default(client) -> None:
     origin = {"Origin": "https://elsewhere.example"}
     assert "access-control-allow-origin" not in client.get("/api/index", headers=origin).headers
