@@ -7,7 +7,8 @@ browser is downloaded) and saves benchmarks/results/figures/serve_*.png:
 - serve_crops.png: three crops named, the first one's nearest archived chromosomes;
 - serve_cell.png: a cell's karyotype, counts, karyogram and chromosomes (crops to review
   marked);
-- serve_corrected.png: the same cell after one chromosome's class was corrected.
+- serve_corrected.png: the same cell after one chromosome's class was corrected (the
+  karyotype recounted, the karyogram redrawn).
 
     python benchmarks/serve_screenshots.py --index indexes/demo \\
         --model models/bioimlab-proxy-resnext-cbam-64px.pt
@@ -28,7 +29,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, default=REPO / "indexes" / "demo")
     parser.add_argument("--model", type=Path, default=None, help="default: the index's own")
-    parser.add_argument("--cell", type=Path, default=DATA / "41", help="a folder of one cell")
+    parser.add_argument(
+        "--cell",
+        type=Path,
+        default=DATA / "77",
+        help="a folder of one cell (BioImLab 77: the bundled encoder reads a 5 as an 8 there)",
+    )
+    parser.add_argument(
+        "--fix",
+        default="77 5a.bmp=5",
+        help="FILE=CLASS: the correction made in the last screenshot",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -43,7 +54,8 @@ def main() -> None:
     crops = sorted(p for p in args.cell.iterdir() if p.suffix.lower() == ".bmp")
     if not crops:
         raise SystemExit(f"{args.cell}: no .bmp crops")
-    picks = [p for p in crops if p.stem.split()[-1] in ("21b", "7a", "18b")] or crops[:3]
+    picks = [p for p in crops if p.stem.split()[-1] in ("5a", "7a", "21b")] or crops[:3]
+    fix_name, fix_label = args.fix.rsplit("=", 1)
     args.out.mkdir(parents=True, exist_ok=True)
     app = create_app(args.index, args.model)
     saved = []
@@ -69,7 +81,7 @@ def main() -> None:
         )
         shot("crops")
 
-        page.set_input_files("#input-cell-files", [str(c) for c in crops])
+        page.set_input_files("#input-cell-folder", str(args.cell))  # the folder, as a user picks it
         page.wait_for_selector("#cell-view:not([hidden])", timeout=120_000)
         wait_until(
             page,
@@ -78,16 +90,15 @@ def main() -> None:
         )
         shot("cell")
 
-        first_22 = page.locator("#cell-grid .crop").filter(
-            has=page.locator("option:checked", has_text="22")
-        )
-        name = first_22.first.get_attribute("data-name")
-        card = page.locator(f"#cell-grid .crop[data-name='{name}']")
-        card.locator("select").select_option("21")
+        card = page.locator(f"#cell-grid .crop[data-name='{fix_name}']")
+        card.locator("select").select_option(fix_label)
         wait_until(
             page, "document.getElementById('karyotype-note').textContent.includes('corrected')"
         )
         card.click()
+        page.click("#redraw")
+        wait_until(page, "document.getElementById('karyogram').src.startsWith('blob:')")
+        wait_until(page, "document.getElementById('karyogram').complete")
         shot("corrected")
         browser.close()
     for path in saved:

@@ -43,7 +43,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,19 +382,38 @@ class Engine:
         return {"results": results, "errors": errors}
 
     def karyotype(
-        self, uploads: Sequence[Upload], k: int, fmt: str, with_png: bool, cell: str | None
+        self,
+        uploads: Sequence[Upload],
+        k: int,
+        fmt: str,
+        with_png: bool,
+        cell: str | None,
+        corrections: dict[str, str] | None = None,
     ) -> dict[str, Any] | bytes:
-        """The `karyotype` JSON of one cell's crops (or its karyogram PNG when fmt is png)."""
+        """The `karyotype` JSON of one cell's crops (or its karyogram PNG when fmt is png);
+        `corrections` (file name -> class or "extra") are labels a person set, which the
+        karyotype, counts and karyogram then follow."""
         with tempfile.TemporaryDirectory(prefix="karyosearch-cell-") as tmp:
             paths, which, errors = stage(uploads, Path(tmp))
             if not paths:
                 raise ApiError(400, _none_read(len(uploads), errors), errors=errors)
+            by_path = {p: uploads[i].name for p, i in zip(paths, which, strict=True)}
+            unknown = sorted(set(corrections or {}) - set(by_path.values()))
+            if unknown:
+                raise ApiError(400, f"labels for files not in this cell: {', '.join(unknown[:5])}")
             with self.encoder_lock:
                 result = karyotype_cell(self.encoder, paths, self.params, cell=cell)
+            model_labels = {c.path: ("extra" if c.extra else c.label) for c in result.crops}
+            if corrections:
+                result = corrected(result, {p: corrections.get(n) for p, n in by_path.items()})
             if fmt == "png":
                 return self._render(result, Path(tmp))
-            by_path = {p: uploads[i].name for p, i in zip(paths, which, strict=True)}
             out = result.to_json()
+            for crop in out["crops"]:
+                crop["model_label"] = model_labels[crop["path"]]
+                crop["corrected"] = crop["model_label"] != (
+                    "extra" if crop["extra"] else crop["label"]
+                )
             found = self.search.query_vectors(
                 result.embeddings, k, queries=[c.path for c in result.crops]
             )
@@ -467,6 +486,47 @@ class Engine:
     def _reopen(self) -> None:
         self.search = SearchIndex.open(self.index_dir, self.encoder)
         self._reindex()
+
+
+def corrected(result: Any, labels: dict[str, str | None]) -> Any:
+    """A cell's `CellKaryotype` with labels a person set (crop path -> class or "extra"; None
+    keeps the model's): those crops carry the reason "corrected by hand", and the karyotype,
+    counts, missing and odd classes are recounted (`recount`), with every crop's "unexpected
+    count" as the new counts have it."""
+    crops = []
+    for crop in result.crops:
+        want = labels.get(crop.path)
+        if want is None or want == ("extra" if crop.extra else crop.label):
+            crops.append(crop)
+            continue
+        extra = str(want).lower() == "extra"
+        try:
+            label = crop.argmax if extra else CLASS_NAMES[class_index(want)]
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        crops.append(
+            replace(crop, label=label, extra=extra, changed=False, reasons=["corrected by hand"])
+        )
+    counted = recount([{"path": c.path, "label": "extra" if c.extra else c.label} for c in crops])
+    odd = set(counted["review_classes"])  # a count is unexpected after the correction, or not
+    crops = [
+        replace(
+            c,
+            reasons=[r for r in c.reasons if r != "unexpected count"]
+            + (["unexpected count"] if c.label in odd and not c.extra else []),
+        )
+        for c in crops
+    ]
+    return replace(
+        result,
+        crops=crops,
+        karyotype=counted["karyotype"],
+        kind="normal" if counted["normal"] else counted["kind"],
+        counts=counted["counts"],
+        missing=counted["missing"],
+        review_classes=counted["review_classes"],
+        review=[c.path for c in crops if c.reasons],
+    )
 
 
 def _none_read(n: int, errors: list[dict[str, str]]) -> str:
@@ -754,7 +814,8 @@ def create_app(
 
     @app.post(
         "/api/karyotype",
-        summary="Karyotype one cell from its crops (files or one zip)",
+        summary="Karyotype one cell from its crops (files or one zip); an optional form field "
+        "`labels` (JSON: file name -> class) applies a person's corrections",
         openapi_extra=_MULTIPART,
         responses={200: {"content": {"application/json": {}, "image/png": {}}}},
     )
@@ -767,13 +828,22 @@ def create_app(
     ) -> Any:
         if k > limits.max_k:
             raise ApiError(400, f"k is at most {limits.max_k}")
-        uploads, _ = await read_uploads(request, limits)
+        uploads, form = await read_uploads(request, limits)
         if len(uploads) > MAX_CELL_IMAGES:
             raise ApiError(
                 413, f"{len(uploads)} images are too many for one cell (at most {MAX_CELL_IMAGES})"
             )
         name = clean_name(cell, "") or None
-        out = await run_in_threadpool(engine.karyotype, uploads, k, format, karyogram, name)
+        raw = form.get("labels")
+        try:
+            labels = json.loads(raw) if isinstance(raw, str) and raw.strip() else None
+        except ValueError:
+            labels = "bad"
+        if labels is not None and not (
+            isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+        ):
+            raise ApiError(400, "labels: a JSON object of file name -> class ('21', 'X', 'extra')")
+        out = await run_in_threadpool(engine.karyotype, uploads, k, format, karyogram, name, labels)
         if isinstance(out, bytes):
             return Response(out, media_type="image/png")
         return out

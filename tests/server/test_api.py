@@ -4,6 +4,7 @@ bad files among good ones, path traversal on every route taking an id, errors as
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import zipfile
@@ -279,6 +280,28 @@ def test_recount_after_a_correction(client, cell_result: dict) -> None:
     assert_json_error(client.post("/api/karyotype/recount", json={"crops": []}), 400)
     assert_json_error(client.post("/api/karyotype/recount", content=b"{nope"), 400)
     assert_json_error(client.post("/api/karyotype/recount", json=[1, 2]), 400)
+
+
+def test_karyotype_with_corrected_labels(client, cell_result: dict) -> None:
+    a22 = next(c["path"] for c in cell_result["crops"] if c["label"] == "22")
+    files = cell_upload()
+    r = client.post("/api/karyotype?k=1", files=files, data={"labels": json.dumps({a22: "21"})})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["karyotype"] == "47,XX,+21" and body["missing"] == ["22"]
+    (crop,) = [c for c in body["crops"] if c["path"] == a22]
+    assert crop["label"] == "21" and crop["model_label"] == "22" and crop["corrected"]
+    assert crop["review"] == ["corrected by hand", "unexpected count"] and a22 in body["review"]
+    assert sum(c["corrected"] for c in body["crops"]) == 1
+    png = client.post(
+        "/api/karyotype?format=png", files=files, data={"labels": json.dumps({a22: "extra"})}
+    )
+    assert png.status_code == 200 and png.content.startswith(PNG_MAGIC)
+    for bad in ("{nope", json.dumps([1]), json.dumps({a22: 21}), json.dumps({"other.bmp": "1"})):
+        assert_json_error(client.post("/api/karyotype", files=files, data={"labels": bad}), 400)
+    assert_json_error(
+        client.post("/api/karyotype", files=files, data={"labels": json.dumps({a22: "25"})}), 400
+    )
 
 
 # -- images by id --------------------------------------------------------------------------

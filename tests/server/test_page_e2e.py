@@ -85,6 +85,16 @@ def test_crop_then_cell_then_correction(base_url: str, browser, tmp_path) -> Non
     assert page.inner_text("#counts [data-class='21'] .n") == "3"
     assert "odd" in (page.get_attribute("#counts [data-class='21']", "class") or "")
 
+    # the karyogram redrawn with the correction
+    page.click("#redraw")
+    wait_until(
+        page,
+        "(() => { const i = document.getElementById('karyogram');"
+        " return i.src.startsWith('blob:') && i.complete && i.naturalWidth > 1000; })()",
+    )
+    assert "correction" in page.inner_text("#karyogram-caption")
+    assert page.is_hidden("#redraw")
+
     # the corrected calls, exported for the lab's records
     with page.expect_download() as download:
         page.click("#export-json")

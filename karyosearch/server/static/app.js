@@ -208,7 +208,7 @@ async function karyotypeCell(files, folder) {
     const url = `/api/karyotype?karyogram=true&k=9&cell=${encodeURIComponent(name)}`;
     const body = await api(url, { method: "POST", body: form });
     state.cellName = name;
-    state.cell = { model: body, labels: Object.fromEntries(body.crops.map((c) => [c.path, c.extra ? "extra" : c.label])) };
+    state.cell = { model: body, files, labels: Object.fromEntries(body.crops.map((c) => [c.path, c.extra ? "extra" : c.label])) };
     state.cell.current = body;
     renderCell();
     status(`${body.n_crops} chromosomes read: ${body.karyotype}; ${body.review.length} to review.`);
@@ -223,11 +223,20 @@ function corrections() {
   return model.crops.filter((c) => labels[c.path] !== (c.extra ? "extra" : c.label));
 }
 
+const MODEL_CAPTION = "Karyogram as the model called it; crops to review have a red outline.";
+
+function setKaryogram(src, caption, stale) {
+  const img = $("karyogram");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = src;
+  $("karyogram-caption").textContent = caption;
+  $("karyogram-caption").className = stale ? "stale" : "";
+}
+
 function renderCell() {
   const { model } = state.cell;
-  $("karyogram").src = model.karyogram;
-  $("karyogram-caption").textContent = "Karyogram as the model called it; crops to review have a red outline.";
-  $("karyogram-caption").className = "";
+  setKaryogram(model.karyogram, MODEL_CAPTION, false);
+  $("redraw").hidden = true;
   showErrors($("cell-errors"), model.skipped);
   renderSummary(state.cell.current);
   const order = (c) => (c.extra ? 99 : CLASSES.indexOf(c.label));
@@ -287,10 +296,13 @@ async function recount() {
     });
     renderSummary(state.cell.current);
     const n = corrections().length;
-    $("karyogram-caption").textContent = n
-      ? `Karyogram as the model called it, before your ${n} correction(s); the karyotype above counts them.`
-      : "Karyogram as the model called it; crops to review have a red outline.";
-    $("karyogram-caption").className = n ? "stale" : "";
+    if (n) {
+      $("karyogram-caption").textContent = "The karyogram does not show your latest correction(s) yet; the karyotype above counts them.";
+      $("karyogram-caption").className = "stale";
+    } else {
+      setKaryogram(state.cell.model.karyogram, MODEL_CAPTION, false);
+    }
+    $("redraw").hidden = !n;
     status(n ? `Karyotype recounted with ${n} correction(s): ${state.cell.current.karyotype}.` : "All corrections undone.");
   } catch (err) {
     status(err.message, "error");
@@ -332,6 +344,25 @@ async function resetCorrections() {
     markCorrected(card, c);
   }
   await recount();
+}
+
+async function redraw() {
+  const fixed = corrections();
+  const labels = Object.fromEntries(fixed.map((c) => [c.path, state.cell.labels[c.path]]));
+  const form = new FormData();
+  for (const f of state.cell.files) form.append("files", f, f.name);
+  form.append("labels", JSON.stringify(labels));
+  status("Redrawing the karyogram with your corrections…", "busy");
+  try {
+    const response = await fetch(`/api/karyotype?format=png&cell=${encodeURIComponent(state.cellName)}`, { method: "POST", body: form });
+    if (!response.ok) throw new Error((await response.json()).error);
+    const url = URL.createObjectURL(await response.blob());
+    setKaryogram(url, `Karyogram with your ${fixed.length} correction(s); hand-corrected crops have a red outline.`, false);
+    $("redraw").hidden = true;
+    status(`Karyogram redrawn: ${state.cell.current.karyotype}.`);
+  } catch (err) {
+    status("The karyogram could not be redrawn: " + err.message, "error");
+  }
 }
 
 // -- export --------------------------------------------------------------------------------
@@ -402,6 +433,7 @@ function init() {
   $("input-cell-files").addEventListener("change", (e) => { karyotypeCell([...e.target.files], null); e.target.value = ""; });
   $("only-review").addEventListener("change", applyFilter);
   $("reset").addEventListener("click", resetCorrections);
+  $("redraw").addEventListener("click", redraw);
   $("export-csv").addEventListener("click", exportCsv);
   $("export-json").addEventListener("click", exportJson);
 }
