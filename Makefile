@@ -11,7 +11,7 @@ MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
 
-.PHONY: demo test lint
+.PHONY: demo serve test lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(VENV)/.installed: pyproject.toml
 
 # Index every BioImLab image, then query two images of the model's test split (a 21 and a Y).
 demo: $(VENV)/.installed
-	$(KS) index $(DATA)/bioimlab --model $(MODEL) --index $(DEMO_INDEX)
+	$(KS) index $(DATA)/bioimlab --index $(DEMO_INDEX)   # no --model: the shipped encoder for the stain
 	$(KS) query "$(BIOIMLAB)/41/41 21b.bmp" "$(BIOIMLAB)/31/31 24.bmp" --index $(DEMO_INDEX) -k 5
+
+# Serve the demo index (built by `make demo`) on http://127.0.0.1:8000/ : the page at /, the
+# API documentation at /docs. Writes stay off unless KARYOSEARCH_WRITE_TOKEN is set.
+serve: $(VENV)/.installed
+	@test -f $(DEMO_INDEX)/card.json || $(MAKE) demo
+	$(KS) serve --index $(DEMO_INDEX) --model $(MODEL) --host 127.0.0.1 --port 8000
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from ..server.command import serve
 from .bench import bench_command
 from .data import data_app
 from .index import index_command, query_command, remove_command
@@ -35,6 +36,7 @@ app.command("index")(index_command)
 app.command("remove")(remove_command)
 app.command("query")(query_command)
 app.add_typer(karyotype_app, name="karyotype")
+app.command("serve")(serve)
 
 
 def main() -> None:
