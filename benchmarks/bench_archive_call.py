@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from karyosearch.evaluation.provenance import same_dataset  # noqa: E402
 from karyosearch.model.checkpoint import load_encoder  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import combined_call, neighbour_votes  # noqa: E402
+from karyosearch.util.atomic import write_json  # noqa: E402
 from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,9 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": describe(),
         "created": timestamp(),
     }
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"saved {args.json_out}")
+    print(f"saved {write_json(args.json_out, out)}")
 
 
 if __name__ == "__main__":
