@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from .common import DeviceOpt, JsonFlag, LayoutOpt, bars, close_bars, print_json, user_errors
+from .common import (
+    DeviceOpt,
+    JsonFlag,
+    LayoutOpt,
+    bars,
+    close_bars,
+    need_path,
+    print_json,
+    user_errors,
+)
 
 
 class CellByDefault(TyperGroup):
@@ -161,11 +170,9 @@ def karyotype_command(
 def fit_command(
     data: Annotated[
         Path,
-        typer.Option("--data", exists=True, help="Labelled dataset folder of whole cells."),
+        typer.Option("--data", help="Labelled dataset folder of whole cells."),
     ],
-    model: Annotated[
-        Path, typer.Option("--model", exists=True, dir_okay=False, help="Encoder checkpoint (.pt).")
-    ],
+    model: Annotated[Path, typer.Option("--model", help="Encoder checkpoint (.pt).")],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -196,6 +203,8 @@ def fit_command(
     (false-positive rate at most --max-fpr); never on test cells. The file records the
     encoder's fingerprint: `karyosearch karyotype` refuses it beside another model.
     """
+    need_path(data)
+    need_path(model, file=True, what="checkpoint file")
     from ..karyotype.fit import fit_params_file
 
     try:

@@ -89,6 +89,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     data, which the zip container does not check) is refused, never trusted.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

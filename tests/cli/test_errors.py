@@ -84,3 +84,66 @@ def test_nan_embeddings_are_never_reported_or_stored(
     line = one_error_line(runner.invoke(app, commands(setup, setup["nan"], tmp_path)[command]))
     assert "non-finite" in line
     assert not (tmp_path / "new" / "card.json").exists()
+
+
+def missing_path_commands(s: dict[str, Path], gone: Path) -> dict[str, list[str]]:
+    """Each command, with one path that does not exist and everything else as it should be."""
+    good, data, cell, idx = str(s["good"]), str(s["data"]), str(s["cell"]), str(s["idx"])
+    return {
+        "data inspect": ["data", "inspect", str(gone)],
+        "train --data": ["train", "--data", str(gone), "--out", str(gone.parent / "o.pt")],
+        "train --init": ["train", "--data", data, "--out", "o.pt", "--init", str(gone)],
+        "bench --data": ["bench", "--data", str(gone), "--model", good],
+        "bench --model": ["bench", "--data", data, "--model", str(gone)],
+        "index PATH": ["index", str(gone), "--model", good, "--index", str(gone.parent / "i")],
+        "index --model": ["index", data, "--model", str(gone), "--index", str(gone.parent / "i")],
+        "query IMAGE": ["query", str(gone), "--index", idx],
+        "query --model": ["query", str(s["image"]), "--index", idx, "--model", str(gone)],
+        "query --index": ["query", str(s["image"]), "--index", str(gone)],
+        "remove --index": ["remove", str(s["image"]), "--index", str(gone)],
+        "karyotype CELL_DIR": ["karyotype", str(gone), "--model", good],
+        "karyotype --model": ["karyotype", cell, "--model", str(gone)],
+        "karyotype --params": ["karyotype", cell, "--model", good, "--params", str(gone)],
+        "karyotype --index": ["karyotype", cell, "--model", good, "--index", str(gone)],
+        "karyotype fit --data": ["karyotype", "fit", "--data", str(gone), "--model", good],
+        "karyotype fit --model": ["karyotype", "fit", "--data", data, "--model", str(gone)],
+    }
+
+
+MISSING = [
+    "data inspect",
+    "train --data",
+    "train --init",
+    "bench --data",
+    "bench --model",
+    "index PATH",
+    "index --model",
+    "query IMAGE",
+    "query --model",
+    "query --index",
+    "remove --index",
+    "karyotype CELL_DIR",
+    "karyotype --model",
+    "karyotype --params",
+    "karyotype --index",
+    "karyotype fit --data",
+    "karyotype fit --model",
+]
+
+
+@pytest.mark.parametrize("command", MISSING)
+def test_a_missing_path_is_one_error_line_and_exit_1(
+    setup: dict, tmp_path: Path, command: str
+) -> None:
+    gone = tmp_path / "made-up" / "gone"
+    line = one_error_line(runner.invoke(app, missing_path_commands(setup, gone)[command]))
+    assert str(gone) in line
+    assert not (tmp_path / "made-up").exists()  # nothing created on the way (no .lock)
+
+
+def test_usage_errors_exit_2_and_the_convention_is_in_the_help() -> None:
+    assert runner.invoke(app, ["query", "--no-such-option"]).exit_code == 2
+    assert runner.invoke(app, ["bench"]).exit_code == 2  # --data and --model missing
+    assert runner.invoke(app, ["query", "x.png", "-k", "many"]).exit_code == 2
+    helptext = " ".join(runner.invoke(app, ["--help"]).stdout.split())
+    assert "Exit status: 0 done; 1 a user error" in helptext and "2 a usage error" in helptext
