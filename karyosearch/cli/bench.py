@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, LayoutOpt, need_path, print_json, progress_bar, user_errors
+from .common import (
+    DeviceOpt,
+    LayoutOpt,
+    need_output_file,
+    need_path,
+    print_json,
+    progress_bar,
+    user_errors,
+)
 
 
 @user_errors
@@ -45,6 +53,7 @@ def bench_command(
     dataset it trained on is refused, as its test images would include training images.
     """
     need_path(data)
+    need_output_file(json_out)
     need_path(model, file=True, what="checkpoint file")
     from rich.console import Console
     from rich.table import Table

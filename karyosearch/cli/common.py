@@ -106,6 +106,12 @@ def need_path(path: Path | None, file: bool = False, what: str = "file") -> None
         raise fail(f"{path}: a folder, not a {what}")
 
 
+def need_output_file(path: Path | None) -> None:
+    """Exit 1 with one line, before any work, when an output file's path is a folder."""
+    if path is not None and str(path) != "-" and os.path.isdir(path):
+        raise fail(f"{path}: a folder; give a file path to write to")
+
+
 ExistingPath = Annotated[Path, typer.Argument(help="A dataset folder or a .csv manifest.")]
 LayoutOpt = Annotated[
     str, typer.Option("--layout", help="Dataset layout: auto, bioimlab, gband, folders or csv.")

@@ -112,7 +112,7 @@ def karyotype_command(
         Path | None,
         typer.Option(
             "--params",
-            help="Karyotype parameters JSON (default: <model>.karyotype.json beside the "
+            help="Karyotype parameters JSON (default: `<model>.karyotype.json` beside the "
             "model if present, else built-in defaults).",
         ),
     ] = None,
@@ -131,7 +131,8 @@ def karyotype_command(
     crop or two that were not cut out allowed, and the cheapest wins. Crops the assignment
     moved, crops with a low margin, crops whose size within the cell is unusual for their
     class (where the parameters hold a size model) and classes with an unexpected count are
-    listed for review. Non-image files are reported and skipped.
+    listed for review. Non-image files are reported and skipped. Fewer than 20 readable
+    crops are no cell: refused with an error line (exit 1), not read as a karyotype.
     """
     from rich.console import Console
 

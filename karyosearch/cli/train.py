@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonFlag, LayoutOpt, bars, close_bars, fail, need_path, print_json, user_errors
+from .common import (
+    JsonFlag,
+    LayoutOpt,
+    bars,
+    close_bars,
+    fail,
+    need_output_file,
+    need_path,
+    print_json,
+    user_errors,
+)
 
 
 @user_errors
@@ -73,6 +83,7 @@ def train_command(
     training loss, validation loss and accuracy; OUT.last allows --resume after a stop.
     """
     need_path(data)
+    need_output_file(out)
     need_path(init, file=True, what="checkpoint file")
     from ..data.splits import SPLITS
     from ..model.encoder import ARCHS

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from ..model.encoder import Encoder
 
 MAX_CELL_IMAGES = 60  # more images than this in one folder cannot be one metaphase
+# Fewer readable crops than this are no cell (a metaphase has 46; a cell missing a crop or
+# two still reads, a handful of crops gives a meaningless "45,X"): refused, not karyotyped.
+MIN_CELL_CROPS = 20
+
+
+def _not_a_cell(n: int) -> str:
+    return (
+        f"not a cell: {n} readable crop{'s' if n != 1 else ''} (a metaphase has 46; at least "
+        f"{MIN_CELL_CROPS} are needed to read a karyotype)"
+    )
 
 
 @dataclass
@@ -106,6 +116,8 @@ def karyotype_cell(
     emb = embed_files(encoder, list(paths), fast=fast)
     if not emb.paths:
         raise UserError(f"none of the {len(paths)} images could be read ({emb.errors[0]})")
+    if len(emb.paths) < MIN_CELL_CROPS:
+        raise UserError(f"{cell or 'cell'}: {_not_a_cell(len(emb.paths))}")
     result = karyotype_scores(
         emb.scores,
         emb.paths,
@@ -249,6 +261,9 @@ def karyotype_cells(
         rows = [row[str(p)] for p in f.images if str(p) in row]
         if not rows:
             errors.append({"cell": str(f.folder), "reason": "none of its images could be read"})
+            continue
+        if len(rows) < MIN_CELL_CROPS:
+            errors.append({"cell": str(f.folder), "reason": _not_a_cell(len(rows))})
             continue
         result = karyotype_scores(
             emb.scores[rows],

@@ -147,3 +147,38 @@ def test_usage_errors_exit_2_and_the_convention_is_in_the_help() -> None:
     assert runner.invoke(app, ["query", "x.png", "-k", "many"]).exit_code == 2
     helptext = " ".join(runner.invoke(app, ["--help"]).stdout.split())
     assert "Exit status: 0 done; 1 a user error" in helptext and "2 a usage error" in helptext
+
+
+def test_output_folders_are_refused_before_any_work(setup: dict, tmp_path: Path) -> None:
+    data, good = str(setup["data"]), str(setup["good"])
+    bench = ["bench", "--data", data, "--model", good, "--json", str(tmp_path)]
+    assert one_error_line(runner.invoke(app, bench)) == (
+        f"error: {tmp_path}: a folder; give a file path to write to"
+    )
+    train = ["train", "--data", data, "--out", str(tmp_path), "--epochs", "1"]
+    assert str(tmp_path) in one_error_line(runner.invoke(app, train))
+
+
+def test_karyotype_png_prints_the_path_it_wrote(setup: dict, tmp_path: Path) -> None:
+    command = ["karyotype", str(setup["cell"]), "--model", str(setup["good"]), "--device", "cpu"]
+    result = runner.invoke(app, [*command, "--png", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.png").is_file() and not (tmp_path / "out").exists()
+    assert f"karyogram: {tmp_path / 'out.png'}" in result.stdout.replace("\n", "")
+
+
+def test_karyotype_help_keeps_the_model_placeholder() -> None:
+    text = " ".join(runner.invoke(app, ["karyotype", "cell", "--help"]).stdout.split())
+    assert "<model>.karyotype.json" in text
+
+
+@pytest.mark.parametrize("n", [1, 3, 19])
+def test_a_handful_of_crops_is_not_a_cell(setup: dict, tmp_path: Path, n: int) -> None:
+    import shutil
+
+    crops = sorted(setup["cell"].rglob("*.png"))[:n]
+    for c in crops:
+        shutil.copy(c, tmp_path / c.name)
+    command = ["karyotype", str(tmp_path), "--model", str(setup["good"]), "--device", "cpu"]
+    line = one_error_line(runner.invoke(app, command))
+    assert f"not a cell: {n} readable crop" in line
