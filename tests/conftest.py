@@ -72,3 +72,72 @@ def make_folders_layout(root: Path, per_class: int = 2, junk: bool = True) -> Pa
     if junk:
         write_image(root / "junk" / "img0.png", chromosome_array(seed=99))
     return root
+
+
+# Entries that are no readable regular file, named like images, and the words of the reason
+# each must be reported with (`util.regular.file_problem`).
+SPECIAL_REASONS: dict[str, str] = {
+    "pipe.png": "named pipe",
+    "loop.png": "symlink loop",
+    "folder.png": "folder named like an image",
+    "gone.png": "broken symlink",
+    "sock.png": "socket",
+}
+
+
+def make_special_entries(folder: Path) -> dict[str, str]:
+    """In `folder`: a FIFO, a symlink loop, an empty folder and a broken symlink named like
+    images, and a Unix socket where the path is short enough. Returns {name: reason words}."""
+    import os
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "pipe.png")
+    os.symlink("loop.png", folder / "loop.png")
+    (folder / "folder.png").mkdir()
+    os.symlink("nothing-here.png", folder / "gone.png")
+    made = dict(SPECIAL_REASONS)
+    sock_path = str(folder / "sock.png")
+    if len(sock_path) < 100:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(sock_path)
+        sock.close()  # the socket file stays
+    else:
+        del made["sock.png"]
+    return made
+
+
+def unblock_fifo(path: Path) -> None:
+    """Let a reader blocked in open() on the FIFO `path` go (it reads end-of-file)."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nobody is waiting
+        pass
+
+
+def without_hanging(fn, fifos, timeout: float = 20.0):  # noqa: ANN001, ANN201
+    """fn() in a thread; if it is still running after `timeout` s (blocked opening one of the
+    `fifos`), the FIFOs are unblocked and the test fails instead of hanging."""
+    import threading
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller
+            out["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        for f in fifos:
+            unblock_fifo(f)
+        thread.join(10)
+        pytest.fail(f"blocked for {timeout:g} s on a FIFO ({', '.join(map(str, fifos))})")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

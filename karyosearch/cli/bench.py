@@ -7,17 +7,21 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, LayoutOpt, print_json, progress_bar, user_errors
+from .common import (
+    DeviceOpt,
+    LayoutOpt,
+    need_output_file,
+    need_path,
+    print_json,
+    progress_bar,
+    user_errors,
+)
 
 
 @user_errors
 def bench_command(
-    data: Annotated[
-        Path, typer.Option("--data", exists=True, help="Labelled dataset folder or .csv manifest.")
-    ],
-    model: Annotated[
-        Path, typer.Option("--model", exists=True, dir_okay=False, help="Checkpoint (.pt) to test.")
-    ],
+    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder or .csv manifest.")],
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint (.pt) to test.")],
     split: Annotated[
         str | None,
         typer.Option("--split", help="paper or cell (default: the split the model trained on)."),
@@ -48,7 +52,9 @@ def bench_command(
     The split is rebuilt with the model's own split and seed; another split or seed of the
     dataset it trained on is refused, as its test images would include training images.
     """
-
+    need_path(data)
+    need_output_file(json_out)
+    need_path(model, file=True, what="checkpoint file")
     from rich.console import Console
     from rich.table import Table
 
@@ -77,6 +83,16 @@ def bench_command(
             f"(listed under 'errors' in the JSON)",
             err=True,
         )
+    if r["rejected"]:
+        typer.echo(
+            f"warning: {len(r['rejected'])} dataset entr{'y' if len(r['rejected']) == 1 else 'ies'}"
+            " rejected and in no split (listed under 'rejected' in the JSON):",
+            err=True,
+        )
+        for rej in r["rejected"][:20]:
+            typer.echo(f"  rejected {rej['path']}: {rej['reason']}", err=True)
+        if len(r["rejected"]) > 20:
+            typer.echo(f"  ... and {len(r['rejected']) - 20} more", err=True)
     console = Console(stderr=to_stdout)
     console.print(
         f"[bold]{model}[/bold]  {r['arch']}, {r['image_size']} px, fingerprint "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,9 +91,28 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-ExistingPath = Annotated[
-    Path, typer.Argument(exists=True, help="A dataset folder or a .csv manifest.")
-]
+def need_path(path: Path | None, file: bool = False, what: str = "file") -> None:
+    """Exit 1 with one line when `path` (if given) does not exist, or with `file` is a folder.
+
+    Paths are checked here rather than by typer's `exists=True`, which exits 2 with a usage
+    box: a missing path is the user's mistake (exit 1), like every other bad input; exit 2 is
+    left to usage errors (an unknown option, a missing argument, a value of the wrong type).
+    """
+    if path is None:
+        return
+    if not os.path.exists(path):
+        raise fail(f"{path}: no such file or folder")
+    if file and os.path.isdir(path):
+        raise fail(f"{path}: a folder, not a {what}")
+
+
+def need_output_file(path: Path | None) -> None:
+    """Exit 1 with one line, before any work, when an output file's path is a folder."""
+    if path is not None and str(path) != "-" and os.path.isdir(path):
+        raise fail(f"{path}: a folder; give a file path to write to")
+
+
+ExistingPath = Annotated[Path, typer.Argument(help="A dataset folder or a .csv manifest.")]
 LayoutOpt = Annotated[
     str, typer.Option("--layout", help="Dataset layout: auto, bioimlab, gband, folders or csv.")
 ]

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from .common import ExistingPath, JsonFlag, LayoutOpt, print_json, progress_bar, user_errors
+from .common import (
+    ExistingPath,
+    JsonFlag,
+    LayoutOpt,
+    need_path,
+    print_json,
+    progress_bar,
+    user_errors,
+)
 
 data_app = typer.Typer(help="Look at datasets before training or indexing.", no_args_is_help=True)
 
@@ -20,6 +28,7 @@ def data_inspect(path: ExistingPath, layout: LayoutOpt = "auto", as_json: JsonFl
     Cells whose labels their crops' sizes contradict are listed too: a crop more than 10 sd
     from its labelled class's size relative to its cell (labels shifted by a class, a
     fragment labelled as a chromosome)."""
+    need_path(path)
     from ..data.datasets import read_dataset
     from ..data.survey import survey
 

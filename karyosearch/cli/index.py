@@ -89,18 +89,43 @@ def remove_command(
     index: IndexDirOpt = DEFAULT_INDEX,
     as_json: JsonFlag = False,
 ) -> None:
-    """Drop images from an index (the files themselves are left alone)."""
+    """Drop images from an index (the files themselves are left alone).
+
+    A path that is a symlink loop cannot be matched to an indexed file: it is reported and
+    left alone (exit status 1), the others are removed.
+    """
     from ..search.update import remove
 
-    report = remove(index, paths)
+    if not index.is_dir():  # checked here: taking the writer lock would make its folders
+        raise UserError(f"{index}: no such index folder")
+    usable, loops = [], []
+    for p in paths:
+        try:
+            p.expanduser().resolve()
+        except (RuntimeError, OSError):  # a symlink loop: Path.resolve raises RuntimeError
+            loops.append(p)
+        else:
+            usable.append(p)
+    for p in loops:
+        typer.echo(f"error: {p}: a symlink loop; it names no indexed file", err=True)
+    if not usable:
+        raise typer.Exit(1)
+    report = remove(index, usable)
     if not report.removed:
         raise UserError(f"{index}: none of the given paths is in the index")
     if as_json:
-        print_json(report.to_dict())
-        return
-    typer.echo(f"{report.index}: removed {report.removed}, {report.count} left")
-    for p in report.not_found:
-        typer.echo(f"  not in the index: {p}", err=True)
+        print_json(
+            {
+                **report.to_dict(),
+                "errors": [{"path": str(p), "reason": "a symlink loop"} for p in loops],
+            }
+        )
+    else:
+        typer.echo(f"{report.index}: removed {report.removed}, {report.count} left")
+        for p in report.not_found:
+            typer.echo(f"  not in the index: {p}", err=True)
+    if loops:
+        raise typer.Exit(1)
 
 
 @user_errors
@@ -127,13 +152,24 @@ def query_command(
     crops of the index (the lab's own archive: embeddings travel between labs better than
     proxies do); beside it, the proxies alone (cosine and margin to the runner-up; for the
     plain resnext network, the softmax probability) and the vote of the k neighbours listed.
+
+    A file that cannot be read (missing, not an image, a named pipe...) is reported on
+    stderr and the others are answered; the exit status is then 1 (JSON: `errors`).
     """
     from ..search.engine import query
 
-    results = query(images, index, k, model, batch_size, device)
+    run = query(images, index, k, model, batch_size, device)
     if as_json:
-        print_json({"results": [r.to_dict() for r in results]})
-        return
+        print_json(run.to_dict())
+    else:
+        _print_results(run.results)
+    for e in run.errors:
+        typer.echo(f"error: {e['path']}: {e['reason']}", err=True)
+    if run.errors:
+        raise typer.Exit(1)
+
+
+def _print_results(results: list) -> None:
     from rich.console import Console
     from rich.table import Table
 

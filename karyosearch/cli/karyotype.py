@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from .common import DeviceOpt, JsonFlag, LayoutOpt, bars, close_bars, print_json, user_errors
+from .common import (
+    DeviceOpt,
+    JsonFlag,
+    LayoutOpt,
+    bars,
+    close_bars,
+    need_path,
+    print_json,
+    user_errors,
+)
 
 
 class CellByDefault(TyperGroup):
@@ -103,7 +112,7 @@ def karyotype_command(
         Path | None,
         typer.Option(
             "--params",
-            help="Karyotype parameters JSON (default: <model>.karyotype.json beside the "
+            help="Karyotype parameters JSON (default: `<model>.karyotype.json` beside the "
             "model if present, else built-in defaults).",
         ),
     ] = None,
@@ -122,7 +131,8 @@ def karyotype_command(
     crop or two that were not cut out allowed, and the cheapest wins. Crops the assignment
     moved, crops with a low margin, crops whose size within the cell is unusual for their
     class (where the parameters hold a size model) and classes with an unexpected count are
-    listed for review. Non-image files are reported and skipped.
+    listed for review. Non-image files are reported and skipped. Fewer than 20 readable
+    crops are no cell: refused with an error line (exit 1), not read as a karyotype.
     """
     from rich.console import Console
 
@@ -161,11 +171,9 @@ def karyotype_command(
 def fit_command(
     data: Annotated[
         Path,
-        typer.Option("--data", exists=True, help="Labelled dataset folder of whole cells."),
+        typer.Option("--data", help="Labelled dataset folder of whole cells."),
     ],
-    model: Annotated[
-        Path, typer.Option("--model", exists=True, dir_okay=False, help="Encoder checkpoint (.pt).")
-    ],
+    model: Annotated[Path, typer.Option("--model", help="Encoder checkpoint (.pt).")],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -196,6 +204,8 @@ def fit_command(
     (false-positive rate at most --max-fpr); never on test cells. The file records the
     encoder's fingerprint: `karyosearch karyotype` refuses it beside another model.
     """
+    need_path(data)
+    need_path(model, file=True, what="checkpoint file")
     from ..karyotype.fit import fit_params_file
 
     try:

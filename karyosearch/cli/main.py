@@ -27,6 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",  # docstring paragraphs re-flow to the terminal's width
+    epilog="Exit status: 0 done; 1 a user error: bad input, a missing or unreadable path, a "
+    "corrupt image or checkpoint, a wrong index (one `error:` line on stderr; `query` also "
+    "exits 1 when some of its images failed, after answering the others); 2 a usage error: "
+    "an unknown option, a missing argument, a value of the wrong type (typer's usage box).",
 )
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)

@@ -7,14 +7,22 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonFlag, LayoutOpt, bars, close_bars, fail, print_json, user_errors
+from .common import (
+    JsonFlag,
+    LayoutOpt,
+    bars,
+    close_bars,
+    fail,
+    need_output_file,
+    need_path,
+    print_json,
+    user_errors,
+)
 
 
 @user_errors
 def train_command(
-    data: Annotated[
-        Path, typer.Option("--data", exists=True, help="Labelled dataset folder or .csv manifest.")
-    ],
+    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder or .csv manifest.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the best checkpoint (.pt).")],
     arch: Annotated[
         str, typer.Option("--arch", help="resnext, proxy-resnext or proxy-resnext-cbam.")
@@ -53,8 +61,6 @@ def train_command(
         Path | None,
         typer.Option(
             "--init",
-            exists=True,
-            dir_okay=False,
             help="Start from this checkpoint's weights instead of at random (transfer, e.g. "
             "from a G-band encoder to Q-band): the same network and stem, at any input size; "
             "refused if its training saw this split's test images.",
@@ -76,6 +82,9 @@ def train_command(
     The split is made from --seed; the test part is never seen. Each epoch prints wall time,
     training loss, validation loss and accuracy; OUT.last allows --resume after a stop.
     """
+    need_path(data)
+    need_output_file(out)
+    need_path(init, file=True, what="checkpoint file")
     from ..data.splits import SPLITS
     from ..model.encoder import ARCHS
     from ..train.loop import train

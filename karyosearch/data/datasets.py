@@ -10,7 +10,9 @@ Four layouts, chosen by `detect_layout` unless the caller names one:
 - `csv`: a manifest with columns `path,label` and optionally `cell_id,patient_id`; paths are
   relative to the manifest's folder.
 
-Files that cannot be labelled are reported in `Dataset.rejected` with a reason, never fatal.
+Files that cannot be labelled are reported in `Dataset.rejected` with a reason, never fatal;
+so are the entries that are no readable regular file (a named pipe, a socket, a device, a
+symlink loop, a folder named like an image, an unreadable file): they are never opened.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Literal
 
 from ..errors import UserError
 from ..labels import class_index
-from .files import files_under, subfolders
+from ..util.regular import absolute, file_problem
+from .files import files_under, subfolders, walk
 from .image import is_image_path
 
 Layout = Literal["auto", "bioimlab", "gband", "folders", "csv"]
@@ -136,7 +139,9 @@ def _read_bioimlab(root: Path) -> tuple[list[Item], list[Rejected]]:
         raise DatasetError(f"{root}: not a BioImLab folder (single_chromosomes/<K>/<K> <c>a.bmp)")
     items, rejected = [], []
     for cell_dir in subfolders(base):
-        for f in files_under(cell_dir, recursive=False):
+        listing = walk(cell_dir, recursive=False)
+        rejected.extend(Rejected(str(p), reason) for p, reason in listing.skipped)
+        for f in listing.files:
             m = _BIOIMLAB_NAME.match(f.name)
             if not m:
                 rejected.append(Rejected(str(f), "file name is not '<K> <class>[a|b].bmp'"))
@@ -182,7 +187,9 @@ def _read_gband(root: Path) -> tuple[list[Item], list[Rejected]]:
         patient_id = cell_id.split(".")[0]
         for class_dir in subfolders(cell_dir):
             number = _class_folder_number(class_dir.name)
-            for f in files_under(class_dir, recursive=False):
+            listing = walk(class_dir, recursive=False)
+            rejected.extend(Rejected(str(p), reason) for p, reason in listing.skipped)
+            for f in listing.files:
                 if number is None:
                     rejected.append(Rejected(str(f), f"folder {class_dir.name!r} is not clase<k>"))
                     continue
@@ -209,7 +216,9 @@ def _read_folders(root: Path) -> tuple[list[Item], list[Rejected]]:
     items, rejected = [], []
     for class_dir in subfolders(root):
         label = _class_dir_label(class_dir)
-        for f in files_under(class_dir):
+        listing = walk(class_dir)
+        rejected.extend(Rejected(str(p), reason) for p, reason in listing.skipped)
+        for f in listing.files:
             if label is None:
                 rejected.append(
                     Rejected(str(f), f"folder {class_dir.name!r} is no class (1..22, X, Y)")
@@ -232,7 +241,12 @@ def _read_csv(root: Path) -> tuple[list[Item], list[Rejected]]:
             if missing:
                 raise DatasetError(f"{manifest}: missing column(s) {', '.join(sorted(missing))}")
             for row in reader:
-                f = (base / row["path"]).resolve()
+                given = Path(os.path.abspath(base / (row["path"] or "")))
+                problem = "no path" if not row["path"] else file_problem(given)
+                if problem is not None:  # reported as written: a loop has no resolved path
+                    rejected.append(Rejected(str(given), problem))
+                    continue
+                f = absolute(given)
                 try:
                     label = class_index(row["label"])
                 except ValueError as err:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
+from ..util.regular import open_regular, os_problem
 
 # Bumped whenever load/prepare change the pixels the network sees; stored in checkpoints and
 # index cards so that an encoder is never fed images prepared another way.
@@ -57,14 +58,21 @@ def is_image_path(path: str | os.PathLike) -> bool:
 def read_grey(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as 8-bit grey (H, W), whatever its format, depth or colour mode."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if not path.is_file():
-        raise ImageError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file")
     try:
-        with Image.open(path) as im:
+        fh = open_regular(path)  # never opens a FIFO, socket or device; never blocks
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except OSError as err:
+        raise ImageError(path, getattr(err, "reason", None) or os_problem(err, path)) from None
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ImageError(path, "empty file")
+        return _decode(fh, path)
+
+
+def _decode(fh: BinaryIO, path: Path) -> np.ndarray:
+    try:
+        with Image.open(fh) as im:
             width, height = im.size
             if width > MAX_SIDE or height > MAX_SIDE:
                 raise ImageError(

@@ -147,6 +147,8 @@ def evaluate(
             "images": len(dataset),
         },
         "errors": [{"path": str(e.path), "reason": e.reason} for e in embedded.errors],
+        # entries of the dataset that are in no split: unlabelled, or no readable regular file
+        "rejected": [{"path": r.path, "reason": r.reason} for r in dataset.rejected],
         "warnings": warnings,
         "eval_seconds": seconds,
         "eval_device": device.type,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..data.files import files_under, image_files, subfolders
+from ..data.files import image_files, subfolders, walk
 from ..data.image import is_image_path
 from ..errors import UserError
 from ..sizes import relative_sizes
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from ..model.encoder import Encoder
 
 MAX_CELL_IMAGES = 60  # more images than this in one folder cannot be one metaphase
+# Fewer readable crops than this are no cell (a metaphase has 46; a cell missing a crop or
+# two still reads, a handful of crops gives a meaningless "45,X"): refused, not karyotyped.
+MIN_CELL_CROPS = 20
+
+
+def _not_a_cell(n: int) -> str:
+    return (
+        f"not a cell: {n} readable crop{'s' if n != 1 else ''} (a metaphase has 46; at least "
+        f"{MIN_CELL_CROPS} are needed to read a karyotype)"
+    )
 
 
 @dataclass
@@ -31,6 +41,9 @@ class CellFiles:
     folder: Path
     images: list[Path]
     others: list[Path]
+    # entries that are no readable regular file (FIFO, socket, device, symlink loop, folder
+    # named like an image, unreadable), with the reason: never opened, reported
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def collect_cell(folder: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -> CellFiles:
@@ -44,11 +57,18 @@ def collect_cell(folder: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -
         raise UserError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise UserError(f"{folder}: a cell is a folder of chromosome crops, not a file")
-    files = files_under(folder)
+    listing = walk(folder)
+    files = listing.files
     images = [p for p in files if is_image_path(p)]
     others = [p for p in files if not is_image_path(p)]
-    if not files:
+    if not files and not listing.skipped:
         raise UserError(f"{folder}: the folder is empty; expected one cell's chromosome crops")
+    if not images and listing.skipped:
+        path, reason = listing.skipped[0]
+        raise UserError(
+            f"{folder}: no readable chromosome image ({len(listing.skipped)} skipped, e.g. "
+            f"{path.name}: {reason})"
+        )
     if not images:
         raise UserError(
             f"{folder}: no chromosome images among its {len(others)} files "
@@ -59,11 +79,14 @@ def collect_cell(folder: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -
             f"{folder}: {len(images)} images are too many for one cell (at most "
             f"{max_images}); for a folder of cell folders use --batch"
         )
-    return CellFiles(folder, images, others)
+    return CellFiles(folder, images, others, listing.skipped)
 
 
-def _skipped(others: Sequence[Path], errors: Sequence[Any]) -> list[dict[str, str]]:
-    out = [{"path": str(p), "reason": "not an image file"} for p in others]
+def _skipped(files: CellFiles | None, errors: Sequence[Any] = ()) -> list[dict[str, str]]:
+    out = []
+    if files is not None:
+        out += [{"path": str(p), "reason": reason} for p, reason in files.unreadable]
+        out += [{"path": str(p), "reason": "not an image file"} for p in files.others]
     return out + [{"path": e.path, "reason": e.reason} for e in errors]
 
 
@@ -93,6 +116,8 @@ def karyotype_cell(
     emb = embed_files(encoder, list(paths), fast=fast)
     if not emb.paths:
         raise UserError(f"none of the {len(paths)} images could be read ({emb.errors[0]})")
+    if len(emb.paths) < MIN_CELL_CROPS:
+        raise UserError(f"{cell or 'cell'}: {_not_a_cell(len(emb.paths))}")
     result = karyotype_scores(
         emb.scores,
         emb.paths,
@@ -102,7 +127,7 @@ def karyotype_cell(
         sizes=relative_sizes(emb.areas),
         votes=archive.archive_votes(emb.embeddings, emb.paths) if archive is not None else None,
     )
-    result.skipped = _skipped([], emb.errors)
+    result.skipped = _skipped(None, emb.errors)
     result.embeddings = emb.embeddings
     return result
 
@@ -119,7 +144,7 @@ def karyotype_folder(
     `collect_cell(folder)`); other files are reported, not fatal."""
     files = collect_cell(folder) if files is None else files
     result = karyotype_cell(encoder, files.images, params, fast, str(Path(folder)), archive)
-    result.skipped = _skipped(files.others, []) + result.skipped
+    result.skipped = _skipped(files) + result.skipped
     return result
 
 
@@ -237,6 +262,9 @@ def karyotype_cells(
         if not rows:
             errors.append({"cell": str(f.folder), "reason": "none of its images could be read"})
             continue
+        if len(rows) < MIN_CELL_CROPS:
+            errors.append({"cell": str(f.folder), "reason": _not_a_cell(len(rows))})
+            continue
         result = karyotype_scores(
             emb.scores[rows],
             [emb.paths[i] for i in rows],
@@ -248,7 +276,7 @@ def karyotype_cells(
         )
         result.embeddings = emb.embeddings[rows]
         result.skipped = _skipped(
-            f.others, [err_by_path[str(p)] for p in f.images if str(p) in err_by_path]
+            f, [err_by_path[str(p)] for p in f.images if str(p) in err_by_path]
         )
         results.append(result)
     return BatchKaryotype(str(root), results, errors)

@@ -68,7 +68,8 @@ def render_karyogram(
     invert: bool = True,
     dpi: int = 150,
 ) -> Path:
-    """Draw the karyogram of `result` to a PNG at `out` and return its path.
+    """Draw the karyogram of `result` to a PNG at `out` and return its path (`out`, with
+    ".png" added when it has no suffix: the file really written).
 
     `images` maps crop paths to loaded crops (`image.load`); others are read from disk, and a
     crop that cannot be read is left blank.
@@ -213,5 +214,8 @@ def render_karyogram(
         y_top = baseline - LABEL_HEIGHT
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")  # what savefig writes; say so
     fig.savefig(out, dpi=dpi, facecolor="white")
     return out

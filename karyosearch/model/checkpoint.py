@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..labels import CLASS_NAMES
 from ..util.atomic import atomic_path
 from ..util.runtime import timestamp
-from .encoder import Encoder, EncoderConfig, weights_fingerprint
+from .encoder import Encoder, EncoderConfig, state_fingerprint, weights_fingerprint
 
 CHECKPOINT_FORMAT = "karyosearch-checkpoint/1"
 
@@ -65,19 +65,32 @@ def save_checkpoint(
     which rounds the weights first so that the fingerprint matches what loading gives.
     """
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    fingerprint = weights_fingerprint(model)
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    ckpt = Checkpoint(
-        model.cfg, state, CLASS_NAMES, weights_fingerprint(model), dict(train or {}), optimizer
-    )
+        # the fingerprint of the weights as reading gives them back, so that it verifies
+        fingerprint = state_fingerprint(_as_read(state))
+    ckpt = Checkpoint(model.cfg, state, CLASS_NAMES, fingerprint, dict(train or {}), optimizer)
     with atomic_path(path) as tmp:
         torch.save(ckpt.to_dict(), tmp)
     return ckpt
 
 
+def _as_read(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights as `read_checkpoint` hands them on: float16 tensors back in float32."""
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file, or raise CheckpointError saying why it is unusable."""
+    """Read a checkpoint file, or raise CheckpointError saying why it is unusable.
+
+    The weights are verified: their fingerprint is recomputed from the tensors read and
+    compared with the one stored in the file, so a corrupt file (flipped bytes in the tensor
+    data, which the zip container does not check) is refused, never trusted.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -97,12 +110,23 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"{path}: trained on preprocessing v{config.preprocess_version}, this karyosearch "
             f"prepares images with v{PREPROCESS_VERSION}; retrain the model"
         )
-    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in raw["state_dict"].items()}
+    try:
+        state = _as_read(dict(raw["state_dict"]))
+        stored = str(raw.get("fingerprint") or "")
+        actual = state_fingerprint(state)
+    except Exception as err:  # a mangled state dict: not tensors, unreadable storage
+        raise CheckpointError(
+            f"{path}: the weights cannot be read ({type(err).__name__}): the file is corrupt"
+        ) from None
+    if stored and stored != actual:
+        raise CheckpointError(
+            f"{path}: the weights do not match their fingerprint: the file is corrupt"
+        )
     return Checkpoint(
         config,
         state,
         tuple(raw["class_names"]),
-        raw["fingerprint"],
+        stored or actual,
         raw.get("train") or {},
         raw.get("optimizer"),
     )
@@ -137,7 +161,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.load_state_dict(ckpt.state_dict)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit {ckpt.config.arch} ({err})") from None
-    model.fingerprint = ckpt.fingerprint or weights_fingerprint(model)
+    model.fingerprint = ckpt.fingerprint  # verified against the weights by read_checkpoint
     model.train_record = ckpt.train
     return model.to(device).eval()
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.image import ImageError, Polarity, foreground_area, load, prepare_input
+from ..errors import UserError
 from ..util.runtime import autocast
 from . import EMBEDDING_DIM
 from .encoder import Encoder
@@ -28,20 +29,52 @@ def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> t
     return x.to(device).contiguous(memory_format=torch.channels_last)
 
 
+class NonFiniteError(UserError):
+    """The encoder gave NaN or infinite outputs: a broken model, never to reach an index."""
+
+    def __init__(self, message: str, rows: Sequence[int]):
+        self.rows = list(rows)  # positions of the offending images in the input
+        super().__init__(message)
+
+
+def _finite_rows(e: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.isfinite(e).all(axis=1) & np.isfinite(s).all(axis=1)
+
+
 @torch.no_grad()
 def embed_arrays(
     encoder: Encoder, images: np.ndarray, batch_size: int = 128, fast: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit embeddings (N, 2048) float32 and class scores (N, classes) of prepared images."""
+    """Unit embeddings (N, 2048) float32 and class scores (N, classes) of prepared images.
+
+    Outputs are checked: a row that is not finite under `fast` (reduced precision can
+    overflow) is embedded again in float32; one still not finite raises NonFiniteError
+    (a UserError), so NaN never reaches an index, a benchmark or a karyotype.
+    """
     device = next(encoder.parameters()).device
     encoder.eval()
     embs, scores = [], []
+    bad: list[int] = []
     for start in range(0, len(images), batch_size):
         x = to_model_input(images[start : start + batch_size], device)
         with autocast(device, fast):
             e, s = encoder.embed_and_score(x)
-        embs.append(e.float().cpu().numpy())
-        scores.append(s.float().cpu().numpy())
+        e, s = e.float().cpu().numpy(), s.float().cpu().numpy()
+        ok = _finite_rows(e, s)
+        if not ok.all() and fast:
+            redo = np.flatnonzero(~ok)
+            e2, s2 = encoder.embed_and_score(x[torch.as_tensor(redo, device=device)].float())
+            e[redo], s[redo] = e2.float().cpu().numpy(), s2.float().cpu().numpy()
+            ok = _finite_rows(e, s)
+        bad.extend(int(start + i) for i in np.flatnonzero(~ok))
+        embs.append(e)
+        scores.append(s)
+    if bad:
+        raise NonFiniteError(
+            f"the encoder gave non-finite outputs (NaN or inf) for {len(bad)} of {len(images)} "
+            "images: the model is broken; nothing was stored",
+            bad,
+        )
     if not embs:
         return np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(
             (0, encoder.cfg.num_classes), np.float32
@@ -98,7 +131,18 @@ def embed_files(
                     arrays.append(result[0])
                     areas.append(result[1])
             if arrays:
-                e, s = embed_arrays(encoder, np.stack(arrays), batch_size, fast)
+                try:
+                    e, s = embed_arrays(encoder, np.stack(arrays), batch_size, fast)
+                except NonFiniteError as err:
+                    done = ok_paths[len(ok_paths) - len(arrays) :]
+                    names = [done[i] for i in err.rows]
+                    raise NonFiniteError(
+                        f"the encoder gave non-finite outputs (NaN or inf) for "
+                        f"{', '.join(names[:3])}"
+                        + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                        + ": the model is broken; nothing was stored",
+                        err.rows,
+                    ) from None
                 embs.append(e)
                 scores.append(s)
             if progress is not None:

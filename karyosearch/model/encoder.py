@@ -198,8 +198,15 @@ def build_encoder(cfg: EncoderConfig) -> Encoder:
 
 def weights_fingerprint(model: nn.Module) -> str:
     """A short SHA-256 of the weights: identifies the model an index was built with."""
+    return state_fingerprint(model.state_dict())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """`weights_fingerprint` of a state dict: SHA-256 over the sorted names and tensor bytes
+    (about 0.1 s for the 64 px ResNeXt). A checkpoint's stored fingerprint is checked against
+    it on reading, so flipped bytes in the weights are caught, not trusted."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

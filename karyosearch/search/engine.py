@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.image import ImageError
 from ..errors import UserError
 from ..labels import CLASS_NAMES
 from ..model.checkpoint import ModelLike, resolve_encoder
@@ -146,14 +147,26 @@ class SearchIndex:
     ) -> list[QueryResult]:
         """Embed image files and find their k nearest stored images.
 
-        Raises ImageError (a UserError naming the file) for a file that cannot be read.
+        Raises ImageError (a UserError naming the file) for a file that cannot be read;
+        `search_images` reports such files and answers for the rest.
         """
+        results, errors = self.search_images(paths, k, batch_size)
+        if errors:
+            raise errors[0]
+        return results
+
+    def search_images(
+        self, paths: Sequence[PathLike], k: int = 8, batch_size: int = 64
+    ) -> tuple[list[QueryResult], list[ImageError]]:
+        """`query_images` that goes on past unreadable files: the results of the files that
+        read, in input order, and an ImageError (path and reason) for each of the others."""
         from ..model.embed import embed_files
 
         embedded = embed_files(self.encoder, list(paths), batch_size)
-        if embedded.errors:
-            raise embedded.errors[0]
-        return self.query_vectors(embedded.embeddings, k, embedded.scores, [str(p) for p in paths])
+        if not embedded.paths:
+            return [], list(embedded.errors)
+        found = self.query_vectors(embedded.embeddings, k, embedded.scores, embedded.paths)
+        return found, list(embedded.errors)
 
     def archive_votes(self, vectors: np.ndarray, queries: Sequence[str | None]) -> np.ndarray:
         """The vote shares (n, classes) of each vector's ARCHIVE_K nearest labelled archived
@@ -234,6 +247,18 @@ class SearchIndex:
         return results
 
 
+@dataclass
+class QueryRun:
+    """What `query` found: a result per image that read, and a reason per path that did not."""
+
+    results: list[QueryResult]
+    errors: list[dict[str, str]]  # {"path", "reason"}: missing, unreadable or not an image
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `query` command's JSON: `results` (the contract) and `errors`."""
+        return {"results": [r.to_dict() for r in self.results], "errors": self.errors}
+
+
 def query(
     images: Sequence[PathLike],
     index_dir: PathLike = DEFAULT_INDEX_DIR,
@@ -241,10 +266,26 @@ def query(
     model: ModelLike | None = None,
     batch_size: int = 64,
     device: str = "cpu",
-) -> list[QueryResult]:
+) -> QueryRun:
     """`karyosearch query`: the k nearest indexed images of image files, or of the image files
-    under folders (`data.files.expand_paths`, walked as `index` walks them)."""
-    from ..data.files import expand_paths
+    under folders (`data.files.collect_paths`, walked as `index` walks them).
 
-    paths = expand_paths(images)
-    return SearchIndex.open(index_dir, model, device).query_images(paths, k, batch_size)
+    A path that is missing, unreadable or no image is reported in `errors` and the others
+    are answered; UserError when no path gives an image at all.
+    """
+    from ..data.files import collect_paths
+
+    listing = collect_paths(images)
+    errors = [{"path": str(p), "reason": reason} for p, reason in listing.skipped]
+    if not listing.files:
+        first = errors[0] if errors else {"path": "", "reason": "no image given"}
+        more = f" ({len(errors) - 1} more paths failed too)" if len(errors) > 1 else ""
+        raise UserError(f"{first['path']}: {first['reason']}{more}")
+    search = SearchIndex.open(index_dir, model, device)
+    results, failed = search.search_images(listing.files, k, batch_size)
+    errors += [{"path": e.path, "reason": e.reason} for e in failed]
+    if not results:
+        first = errors[0]
+        more = f" ({len(errors) - 1} more failed too)" if len(errors) > 1 else ""
+        raise UserError(f"{first['path']}: {first['reason']}{more}")
+    return QueryRun(results, errors)

@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import UserError
 from ..labels import CLASS_NAMES
 from ..model import EMBEDDING_DIM
+from ..util.regular import open_regular
 
 STORE_FORMAT = "karyosearch-store/1"
 STRING_COLUMNS: tuple[str, ...] = ("paths", "cell_ids", "patient_ids", "sha1")
@@ -127,7 +128,9 @@ class Rows:
 def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-1 of a file's bytes: tells a changed image from an unchanged one."""
     digest = hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as fh:
+    # only a regular file is opened (a FIFO would block here forever): anything else raises
+    # NotRegularFileError, an OSError whose strerror is the reason
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()

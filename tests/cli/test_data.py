@@ -110,9 +110,9 @@ def test_inspect_human(folders: Path) -> None:
 
 def test_inspect_missing_path(tmp_path: Path) -> None:
     result = inspect(str(tmp_path / "absent"), "--json")
-    assert result.exit_code == 2  # a usage error, caught by the Path(exists=True) argument
+    assert result.exit_code == 1  # a user error, as a missing path is for every command
     assert result.stdout == ""
-    assert "Invalid value for 'path'" in result.stderr
+    assert result.stderr == f"error: {tmp_path / 'absent'}: no such file or folder\n"
 
 
 @pytest.mark.parametrize("content", ["empty", "junk_only"])

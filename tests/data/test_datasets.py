@@ -331,3 +331,35 @@ def test_survey_of_made_up_folders(folders: Path) -> None:
     assert reasons["broken.png"] == "empty file"
     assert "junk" in reasons["img0.png"]
     assert report["polarity"] == {"bright": 48, "dark": 0}
+
+
+# --- entries that are no readable regular file -----------------------------------------------
+
+
+def test_folders_layout_lists_fifos_loops_and_image_named_folders(folders: Path) -> None:
+    from ..conftest import make_special_entries
+
+    made = make_special_entries(folders / "5")
+    ds = read_dataset(folders)
+    assert len(ds) == 48
+    reasons = {Path(r.path).name: r.reason for r in ds.rejected}
+    for name, words in made.items():
+        assert words in reasons[name], (name, reasons.get(name))
+
+
+def test_csv_manifest_lists_fifos_loops_and_folders_without_raising(csv_dataset: Path) -> None:
+    from ..conftest import make_special_entries
+
+    made = make_special_entries(csv_dataset / "odd")
+    rows = (csv_dataset / "manifest.csv").read_text()
+    rows += "".join(f"odd/{name},3,cell9,pat9\n" for name in made)
+    rows += "imgs/not-there.png,4,cell9,pat9\n"
+    (csv_dataset / "manifest.csv").write_text(rows)
+    ds = read_dataset(csv_dataset)  # a symlink loop raised RuntimeError in Path.resolve
+    assert len(ds) == 7
+    reasons = {Path(r.path).name: r.reason for r in ds.rejected}
+    for name, words in made.items():
+        if name == "folder.png":
+            words = "folder"
+        assert words in reasons[name], (name, reasons.get(name))
+    assert reasons["not-there.png"] == "no such file"

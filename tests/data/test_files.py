@@ -47,3 +47,45 @@ def test_expand_paths_walks_a_folder_as_index_does(tree: Path) -> None:
     assert [p.name for p in expand_paths([tree / ".hidden"])] == ["d.png"]
     with pytest.raises(UserError, match="no such file or folder"):
         expand_paths([tree / "nope.png"])
+
+
+def test_walk_lists_what_it_skipped_with_the_reason(tmp_path: Path) -> None:
+    from karyosearch.data.files import walk
+
+    from ..conftest import make_special_entries
+
+    write_image(tmp_path / "cell" / "a.png", chromosome_array())
+    made = make_special_entries(tmp_path / "cell" / "sub")
+    listing = walk(tmp_path / "cell")
+    assert [p.name for p in listing.files] == ["a.png"]
+    reasons = {p.name: reason for p, reason in listing.skipped}
+    assert set(reasons) == set(made)
+    for name, words in made.items():
+        assert words in reasons[name], (name, reasons[name])
+    flat = walk(tmp_path / "cell" / "sub", recursive=False)
+    assert {p.name for p, _ in flat.skipped} == set(made)
+
+
+def test_walk_visits_a_folder_symlinked_into_itself_once(tmp_path: Path) -> None:
+    import os
+
+    from karyosearch.data.files import walk
+
+    write_image(tmp_path / "cell" / "a.png", chromosome_array())
+    os.symlink("..", tmp_path / "cell" / "up")
+    assert [p.name for p in walk(tmp_path / "cell").files] == ["a.png"]
+
+
+def test_collect_paths_reports_missing_and_special_paths_and_goes_on(tmp_path: Path) -> None:
+    from karyosearch.data.files import collect_paths
+
+    from ..conftest import make_special_entries
+
+    good = write_image(tmp_path / "a.png", chromosome_array())
+    made = make_special_entries(tmp_path / "odd")
+    given = [good, tmp_path / "missing.png", tmp_path / "odd", tmp_path / "odd" / "pipe.png"]
+    listing = collect_paths(given)
+    assert listing.files == [good]
+    reasons = [(p.name, r) for p, r in listing.skipped]
+    assert ("missing.png", "no such file or folder") in reasons
+    assert len(reasons) == 1 + len(made) + 1  # the FIFO twice: in the folder, and given

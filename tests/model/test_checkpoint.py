@@ -84,3 +84,54 @@ def test_the_bundled_model_still_loads_as_it_was_trained():
     assert model.cfg.image_size == 64 and model.cfg.arch == "proxy-resnext-cbam"
     assert model.fingerprint == read_checkpoint(bundled).fingerprint
     assert model.train_record["split"] == "paper" and model.train_record["seed"] == 0
+
+
+def corrupt_copy(src, dst, n: int = 64):  # noqa: ANN001, ANN201
+    """A copy of checkpoint `src` at `dst` with `n` bytes flipped inside its largest tensor's
+    data (torch's zip container stores tensors uncompressed and does not check them)."""
+    import shutil
+    import struct
+    import zipfile
+
+    shutil.copyfile(src, dst)
+    with zipfile.ZipFile(dst) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(dst, "r+b") as fh:
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        fh.seek(start)
+        block = bytearray(fh.read(n))
+        fh.seek(start)
+        fh.write(bytes(b ^ 0xFF for b in block))
+    return dst
+
+
+def test_corrupt_weights_are_refused_with_one_clear_line(tmp_path):
+    torch.manual_seed(3)
+    save_checkpoint(tmp_path / "m.pt", build_encoder(tiny()))
+    bad = corrupt_copy(tmp_path / "m.pt", tmp_path / "bad.pt")
+    assert bad.read_bytes() != (tmp_path / "m.pt").read_bytes()
+    message = f"{bad}: the weights do not match their fingerprint: the file is corrupt"
+    with pytest.raises(CheckpointError) as err:
+        load_encoder(bad)
+    assert str(err.value) == message
+    with pytest.raises(CheckpointError, match="do not match their fingerprint"):
+        read_checkpoint(bad)
+
+
+def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path):
+    torch.manual_seed(4)
+    model = build_encoder(tiny()).eval()
+    ckpt = save_checkpoint(tmp_path / "h.pt", model, half=True)  # not rounded beforehand
+    assert load_encoder(tmp_path / "h.pt").fingerprint == ckpt.fingerprint
+
+
+def test_shipped_model_verifies_and_keeps_its_fingerprint():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "models/bioimlab-proxy-resnext-cbam-64px.pt"
+    if not shipped.is_file():
+        pytest.skip(f"{shipped} is not there")
+    assert load_encoder(shipped).fingerprint == "1dbd7859bf7632b9"

@@ -82,3 +82,20 @@ def test_the_one_classifier_is_the_nearest_proxy(encoder: Encoder, files: list[P
         np.allclose(np.exp(lp).sum(axis=1), 1.0)
         and (lp.argmax(1) == predicted_classes(got.scores)).all()
     )
+
+
+def test_non_finite_outputs_are_refused_naming_the_files(tmp_path: Path) -> None:
+    from karyosearch.model.embed import NonFiniteError
+
+    torch.manual_seed(0)
+    broken = build_encoder(EncoderConfig(image_size=32, stem="standard")).eval()
+    with torch.no_grad():
+        broken.norm.weight[0] = float("nan")  # what corrupt weights that still load give
+    paths = [write_image(tmp_path / f"c{i}.png", chromosome_array(seed=i)) for i in range(3)]
+    with pytest.raises(NonFiniteError) as err:
+        embed_files(broken, paths, batch_size=2)
+    assert "non-finite" in str(err.value) and str(paths[0]) in str(err.value)
+    arrays = np.stack([prepare_input(load(p), 32) for p in paths])
+    with pytest.raises(NonFiniteError, match="3 of 3 images") as err:
+        embed_arrays(broken, arrays)
+    assert err.value.rows == [0, 1, 2]

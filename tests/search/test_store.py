@@ -122,3 +122,17 @@ def test_not_a_store_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.h5").write_bytes(b"junk")
     with pytest.raises(StoreError, match="unreadable"):
         read_store(tmp_path / "junk.h5")
+
+
+def test_file_sha1_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    import os
+
+    from karyosearch.util.regular import NotRegularFileError
+
+    from ..conftest import without_hanging
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegularFileError, match="named pipe") as err:
+        without_hanging(lambda: file_sha1(fifo), [fifo])
+    assert isinstance(err.value, OSError) and "named pipe" in err.value.strerror
