@@ -28,11 +28,12 @@ answering while a cell is embedded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,14 @@ def create_app(
     (a few seconds on a worker thread; see `Batcher`)."""
     limits = limits or Limits()
     engine = Engine(index_dir, model, uploads_dir, warm_up)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(engine.batcher.close)  # the encoder thread ends before we do
+
     app = FastAPI(
+        lifespan=lifespan,
         title="karyosearch",
         description="Name chromosome crops, find their archived look-alikes, karyotype a cell.",
         version="1",

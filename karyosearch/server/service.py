@@ -156,8 +156,16 @@ class Batcher:
         self.jobs: queue.Queue[tuple[list[str], Future]] = queue.Queue()
         self.batches = 0  # forward batches run so far
         self.warm = warm
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="karyosearch-embed", daemon=True)
         self.thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker after the batch it is on, and wait for it: a thread still inside
+        the encoder when the interpreter exits aborts the process (exit 134)."""
+        self.stopping.set()
+        self.jobs.put(([], Future()))  # wakes a worker waiting for jobs
+        self.thread.join(timeout)
 
     def embed(self, paths: list[str]) -> EmbeddedFiles:
         """`embed_files(encoder, paths)`, batched with other requests' images."""
@@ -169,6 +177,8 @@ class Batcher:
         cfg = self.encoder.cfg
         channels = (2,) if cfg.canvas else ()
         for n in self.BUCKETS:
+            if self.stopping.is_set():
+                return
             with self.lock:
                 embed_arrays(
                     self.encoder,
@@ -181,8 +191,10 @@ class Batcher:
                 self._warm_up()
             except Exception:  # a failed warm-up only costs memory later
                 log.exception("warm-up of the encoder failed")
-        while True:
+        while not self.stopping.is_set():
             jobs = [self.jobs.get()]
+            if self.stopping.is_set():
+                break
             n = len(jobs[0][0])
             while n < self.max_images:
                 try:

@@ -491,5 +491,19 @@ def test_serve_command(index_dir: Path, monkeypatch) -> None:
     assert r.exit_code == 0, r.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
     assert seen["app"].openapi()["paths"].get("/api/index", {}).get("post") is None
+    seen["app"].state.engine.batcher.close()  # uvicorn's shutdown would; the mock did not run
     bad = runner.invoke(app, ["serve", "--index", str(index_dir.parent / "none")])
     assert bad.exit_code == 1 and "no index here" in bad.output
+
+
+def test_the_embedding_thread_ends_with_the_server(index_dir: Path) -> None:
+    """A worker still inside the encoder when the interpreter exits aborts it (exit 134)."""
+    from fastapi.testclient import TestClient
+
+    from karyosearch.server.app import create_app
+
+    app = create_app(index_dir, MODEL, warm_up=False)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert app.state.engine.batcher.thread.is_alive()
+    assert not app.state.engine.batcher.thread.is_alive()
