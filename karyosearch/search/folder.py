@@ -242,7 +242,11 @@ class IndexFolder:
             if hit.any():
                 order = np.argsort(pos[hit])
                 where = np.flatnonzero(hit)[order]
-                out[where] = read_embeddings(self.path / seg.info["store"], pos[hit][order])
+                store = self.path / seg.info["store"]
+                if hit.sum() * 4 > len(seg.rows):  # most of it: one read beats a selection
+                    out[where] = read_embeddings(store)[pos[hit][order]]
+                else:
+                    out[where] = read_embeddings(store, pos[hit][order])
         return out
 
     def template(self) -> Any:

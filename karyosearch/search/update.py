@@ -322,8 +322,8 @@ def apply_update(
                 if len(segment):
                     add = [(new_segment_index(plan.factory, segment, old.template()), segment)]
                 tombstones = _tombstones(old, np.concatenate([list(drop), relabel_ids]))
-                write_generation(plan.index_dir, old.card, add, tombstones, card=card)
-                _auto_merge(plan.index_dir)
+                new = write_generation(plan.index_dir, old.card, add, tombstones, card=card)
+                _auto_merge(plan.index_dir, new)
 
     return IndexReport(
         index=str(plan.index_dir),
@@ -415,12 +415,11 @@ def _tombstones(folder: IndexFolder, ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _auto_merge(index_dir: Path) -> None:
-    """Under the lock, after a write: join small segments (`folder.merge_candidates`)."""
-    folder = read_index_folder(index_dir, with_faiss=False)
-    names = merge_candidates(folder.card)
+def _auto_merge(index_dir: Path, card: IndexCard) -> None:
+    """Under the lock, after writing `card`: join small segments (`merge_candidates`)."""
+    names = merge_candidates(card)
     if names:
-        merge_segments(folder, names)
+        merge_segments(read_index_folder(index_dir, with_faiss=False), names)
 
 
 def build_or_update(
@@ -466,6 +465,7 @@ def remove(index_dir: PathLike, paths: Sequence[PathLike]) -> RemoveReport:
                 not_found.append(str(given))
             hit |= mask
         if hit.any():
-            write_generation(index_dir, folder.card, delete=_tombstones(folder, rows.ids[hit]))
-            _auto_merge(index_dir)
+            tombstones = _tombstones(folder, rows.ids[hit])
+            new = write_generation(index_dir, folder.card, delete=tombstones)
+            _auto_merge(index_dir, new)
         return RemoveReport(str(index_dir), int(hit.sum()), int(len(rows) - hit.sum()), not_found)

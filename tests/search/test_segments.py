@@ -373,3 +373,49 @@ def test_a_fault_at_every_write_fsync_and_rename_leaves_old_or_new(
 def _kept(idx: Path, seed_dir: Path) -> set[str]:
     """Files of the seed generation (kept as the previous generation for its readers)."""
     return {p.name for p in seed_dir.iterdir()} - {CARD_FILE}
+
+
+WRITER = """
+import sys
+import numpy as np
+from tests.search.test_segments import append
+from tests.search.test_folder import make_rows
+path = sys.argv[1]
+for i in range(10_000):
+    append(__import__("pathlib").Path(path), make_rows(20, first_id=10_000 + 100 * i, seed=i),
+           delete=np.arange(0, 4, 2) + 40 * i)
+    print(i, flush=True)
+"""
+
+
+def test_a_writer_killed_by_sigkill_leaves_a_readable_index(tmp_path: Path) -> None:
+    """A real kill -9 at an arbitrary moment of a stream of writes (bounded: about 3 s)."""
+    import subprocess
+    import sys
+
+    idx = tmp_path / "idx"
+    write(idx, make_rows(100))
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(idx)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=repo,
+        env=env,
+    )
+    try:
+        for _ in range(3):  # let it get going, then kill it mid-stream
+            assert proc.stdout.readline(), "the writer died"
+        time.sleep(np.random.default_rng().uniform(0, 0.05))
+    finally:
+        proc.kill()
+        proc.wait()
+    folder = read_index_folder(idx)
+    assert len(folder) == folder.card.count and folder.card.generation >= 4
+    _, ids = folder.search(unit_vectors(3, seed=1), 5)
+    assert set(ids.ravel().tolist()) <= set(folder.rows.ids.tolist())
+    with writer_lock(idx):  # the next writer clears what the dead one left
+        pass
+    left = {p.name for p in idx.iterdir()} - {CARD_FILE} - folder.card.files()
+    assert not any(name.startswith(".tmp-") for name in left)
