@@ -43,7 +43,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from .faiss_index import (
     apply_search_params,
     faiss_ids,
 )
+from .lock import FileLock, LockBusy, collect_garbage
 from .store import Rows, StoreError, read_embeddings, read_store
 
 INDEX_FORMAT = "karyosearch-index/2"
@@ -70,7 +71,6 @@ CARD_FILE = "card.json"
 DEFAULT_INDEX_DIR = Path("indexes/default")
 MERGE_FACTOR = 10  # an automatic merge joins this many segments of one size tier
 AUTO_MERGE_MAX_ROWS = 50_000  # larger merges only on demand (`merge`, `index --merge`)
-_OURS = ("seg-", "template-", ".tmp-", FAISS_FILE, STORE_FILE)  # files a writer may delete
 
 
 class IndexFolderError(UserError):
@@ -270,41 +270,6 @@ def is_index_folder(path: str | os.PathLike) -> bool:
     return (Path(path) / CARD_FILE).is_file()
 
 
-def _backups(path: Path) -> list[Path]:
-    found = path.parent.glob(f".{glob.escape(path.name)}.old-*")
-    return sorted(found, key=lambda p: p.stat().st_mtime)
-
-
-def recover(path: str | os.PathLike) -> None:
-    """Under the writer lock: finish a folder swap that a dead process left half done (put
-    the backup back: karyosearch-index/1 swapped whole folders), delete the temporary folders
-    of interrupted first builds and the files no manifest names (interrupted writes)."""
-    path = Path(path)
-    if not path.exists():
-        backups = [b for b in _backups(path) if (b / CARD_FILE).is_file()]
-        if backups:
-            os.replace(backups[-1], path)
-    for leftover in [*path.parent.glob(f".{glob.escape(path.name)}.tmp-*"), *_backups(path)]:
-        shutil.rmtree(leftover, ignore_errors=True)
-    if is_index_folder(path):
-        with contextlib.suppress(IndexFolderError):
-            collect_garbage(path, [read_card(path)])
-
-
-def _wait_for_swap(path: Path, seconds: float = 1.0) -> None:
-    """For readers of a folder a karyosearch-index/1 writer is swapping whole: a missing
-    folder with a backup beside it is a swap in progress; wait, then recover."""
-    if path.exists() or not _backups(path):
-        return
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        if path.exists():
-            return
-    with writer_lock(path):  # recovers; refused while a live writer holds the lock
-        pass
-
-
 def read_card(path: Path) -> IndexCard:
     card_file = path / CARD_FILE
     try:
@@ -478,42 +443,59 @@ def _count_non_finite(path: Path, seg: Segment) -> int:
     return int((~np.isfinite(vectors).all(axis=1)).sum())
 
 
-def collect_garbage(path: Path, keep: Sequence[IndexCard]) -> None:
-    """Delete files of ours that neither the new nor the previous manifest names (a reader
-    that read the previous one may still be opening them; older readers re-read the card)."""
-    names: set[str] = {CARD_FILE}
-    for card in keep:
-        names |= card.files()
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
+def _backups(path: Path) -> list[Path]:
+    found = path.parent.glob(f".{glob.escape(path.name)}.old-*")
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Under the writer lock: finish a folder swap that a dead process left half done (put
+    the backup back: karyosearch-index/1 swapped whole folders), delete the temporary folders
+    of interrupted first builds and the files no manifest names (interrupted writes)."""
+    path = Path(path)
+    if not path.exists():
+        backups = [b for b in _backups(path) if (b / CARD_FILE).is_file()]
+        if backups:
+            os.replace(backups[-1], path)
+    for leftover in [*path.parent.glob(f".{glob.escape(path.name)}.tmp-*"), *_backups(path)]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if is_index_folder(path):
+        with contextlib.suppress(IndexFolderError):
+            collect_garbage(path, {CARD_FILE} | read_card(path).files())
+
+
+def _wait_for_swap(path: Path, seconds: float = 1.0) -> None:
+    """For readers of a folder a karyosearch-index/1 writer is swapping whole: a missing
+    folder with a backup beside it is a swap in progress; wait, then recover."""
+    if path.exists() or not _backups(path):
         return
-    for entry in entries:
-        if entry.name not in names and entry.name.startswith(_OURS) and entry.is_file():
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        if path.exists():
+            return
+    with writer_lock(path):  # recovers; refused while a live writer holds the lock
+        pass
 
 
 @contextlib.contextmanager
 def writer_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the exclusive writer lock of an index folder (a `.NAME.lock` file beside it)."""
+    """Hold the exclusive writer lock of an index folder (`lock.FileLock`) and recover what a
+    dead writer left; refuses (IndexFolderError) while another process writes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_file = path.parent / f".{path.name}.lock"
+    lock = FileLock(path)
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, the generation check still refuses a race
+        lock.acquire()
+    except LockBusy:
+        raise IndexFolderError(
+            f"{path}: another karyosearch process is writing this index"
+        ) from None
+    except OSError as err:
+        raise IndexWriteError(
+            f"cannot create {lock.file} ({err.strerror or err}); nothing was written"
+        ) from None
+    try:
+        recover(path)
         yield
-        return
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IndexFolderError(
-                f"{path}: another karyosearch process is writing this index"
-            ) from None
-        try:
-            recover(path)
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        lock.release()

@@ -37,11 +37,11 @@ from .folder import (
     IndexFolderError,
     IndexWriteError,
     WriteConflictError,
-    collect_garbage,
     is_index_folder,
     non_finite_error,
     read_card,
 )
+from .lock import collect_garbage
 from .store import Rows, read_store, write_store
 
 
@@ -206,7 +206,7 @@ def write_generation(
         if isinstance(err, OSError):
             raise _write_error(err, where, committed) from None
         raise
-    collect_garbage(path, [new, base])
+    collect_garbage(path, {CARD_FILE} | new.files() | base.files())
     return new
 
 

@@ -72,20 +72,25 @@ def test_an_update_adds_a_segment_and_removal_keeps_the_old_files(
 
 
 def test_two_racing_updates_the_second_is_refused_not_lost(tmp_path: Path, enc: Encoder) -> None:
-    """Both plan from one generation in the same second with the same count (the old clock
-    check let the second overwrite the first)."""
+    """Both plan from one generation; the first re-embeds a changed file, so the count stays
+    the same within the same second (the old check, on the card's `updated` second and the
+    count, let the second write silently drop the first's new vector)."""
     data = make_data(tmp_path / "data")
     build_or_update(tmp_path / "idx", data, enc)
-    one = write_image(data / "5" / "a.png", chromosome_array(50, 16, seed=5))
+    one = write_image(data / "1" / "img0.png", chromosome_array(90, 18, seed=123))
     plan_a = plan_update(tmp_path / "idx", data, enc)
+    assert len(plan_a.changed_ids) == 1
     two = write_image(tmp_path / "more" / "6" / "b.png", chromosome_array(52, 15, seed=6))
     plan_b = plan_update(tmp_path / "idx", tmp_path / "more", enc)
     assert plan_a.stamp == plan_b.stamp == 1
-    apply_update(plan_a)
+    a = apply_update(plan_a)
+    assert (a.updated, a.count) == (1, 12)
+    sha1_a = read_index_folder(tmp_path / "idx").rows.sha1
     with pytest.raises(WriteConflictError, match=r"generation 1 -> 2\); run again"):
         apply_update(plan_b)
-    paths = set(read_index_folder(tmp_path / "idx").rows.paths)
-    assert str(one.resolve()) in paths and str(two.resolve()) not in paths
+    rows = read_index_folder(tmp_path / "idx").rows
+    assert rows.sha1 == sha1_a and str(two.resolve()) not in rows.paths  # a's change is kept
+    assert str(one.resolve()) in rows.paths
     assert build_or_update(tmp_path / "idx", tmp_path / "more", enc).added == 1  # run again
 
 

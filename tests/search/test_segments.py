@@ -419,3 +419,14 @@ def test_a_writer_killed_by_sigkill_leaves_a_readable_index(tmp_path: Path) -> N
         pass
     left = {p.name for p in idx.iterdir()} - {CARD_FILE} - folder.card.files()
     assert not any(name.startswith(".tmp-") for name in left)
+
+
+def test_a_failed_write_to_a_new_folder_leaves_no_lock_and_no_folders(tmp_path: Path) -> None:
+    target = tmp_path / "made" / "up" / "idx"
+    with pytest.raises(RuntimeError), writer_lock(target):
+        raise RuntimeError("the write failed")
+    assert list(tmp_path.iterdir()) == []
+    write(tmp_path / "real", make_rows(5))
+    with writer_lock(tmp_path / "real"):
+        pass
+    assert (tmp_path / ".real.lock").exists()  # kept beside an index that exists
