@@ -222,8 +222,9 @@ def bench_real(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, An
         json.loads(done.stdout)
     log(f"cold `karyosearch query`: median {statistics.median(cold):.2f} s")
 
-    faiss_bytes = (index_dir / "faiss.index").stat().st_size
-    store_bytes = (index_dir / "store.h5").stat().st_size
+    segments = json.loads((index_dir / "card.json").read_text())["segments"]
+    faiss_bytes = sum((index_dir / s["faiss"]).stat().st_size for s in segments)
+    store_bytes = sum((index_dir / s["store"]).stat().st_size for s in segments)
     return {
         "data": str(dataset.root),
         "images_in_dataset": len(dataset),

@@ -23,8 +23,12 @@ from .common import (
 @user_errors
 def index_command(
     path: Annotated[
-        Path, typer.Argument(help="A dataset folder or a .csv manifest of labelled crops.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="A dataset folder or a .csv manifest of labelled crops (not with --rebuild or "
+            "--merge)."
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -47,21 +51,62 @@ def index_command(
     prune: Annotated[
         bool, typer.Option("--prune", help="Drop indexed files under PATH that are gone from it.")
     ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Re-embed every indexed file with --model (default: the index's own) and write "
+            "a fresh index: mends an index holding non-finite vectors.",
+        ),
+    ] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="Join the index's segments into one and drop deleted rows (same answers).",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Embed the images of a dataset into an index (on an update: only new and changed files).
 
     A file counts as changed when its bytes (SHA-1) differ from those indexed. Unreadable
-    images are reported with the reason and skipped; the rest is indexed.
+    images are reported with the reason and skipped; the rest is indexed. Each update adds a
+    small segment (the archive is never rewritten); --merge joins them.
     """
+    from ..search.maintenance import merge as merge_index
+    from ..search.maintenance import rebuild_index
     from ..search.update import apply_update, plan_update
 
-    plan = plan_update(index, path, model, factory, layout, prune, device)  # type: ignore[arg-type]
-    if plan.model_note:
-        typer.echo(plan.model_note, err=True)
-    with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
-        report = apply_update(plan, batch_size, advance)
+    if rebuild and merge:
+        raise UserError("give --rebuild or --merge, not both")
+    if (rebuild or merge) and path is not None:
+        raise UserError(f"--{'rebuild' if rebuild else 'merge'} takes no dataset PATH ({path})")
+    if merge:
+        merged = merge_index(index)
+        if as_json:
+            print_json(merged.to_dict())
+        else:
+            typer.echo(
+                f"{merged.index}: {merged.count} images; {merged.segments_before} segments -> "
+                f"{merged.segments_after}, {merged.dropped} deleted rows dropped"
+            )
+        return
+    if rebuild:
+        from ..search.folder import read_index_folder
+
+        total = len(read_index_folder(index, allow_non_finite=True))
+        with progress_bar("re-embedding", total, rate="img/s") as advance:
+            report = rebuild_index(index, model, batch_size, advance, device)
+    else:
+        if path is None:
+            raise UserError("give a dataset PATH to index, or --rebuild or --merge")
+        plan = plan_update(index, path, model, factory, layout, prune, device)  # type: ignore[arg-type]
+        if plan.model_note:
+            typer.echo(plan.model_note, err=True)
+        with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
+            report = apply_update(plan, batch_size, advance)
     if as_json:
         print_json(report.to_dict())
         return

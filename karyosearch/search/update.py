@@ -9,6 +9,7 @@ skipped; the rest is indexed. An index is only ever extended with the model that
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -32,18 +33,23 @@ from .faiss_index import (
     check_trainable,
     default_search_params,
     new_base_index,
-    update_faiss,
 )
 from .folder import (
     CARD_FILE,
     IndexCard,
     IndexFolder,
-    IndexFolderError,
     IndexNotFoundError,
+    WriteConflictError,
     check_encoder,
     read_index_folder,
-    write_index_folder,
     writer_lock,
+)
+from .segments import (
+    merge_candidates,
+    merge_segments,
+    new_segment_index,
+    write_generation,
+    write_index_folder,
 )
 from .store import Rows, file_sha1
 
@@ -88,7 +94,7 @@ def _label_index(item: Item) -> int:
     return int(item.label) if item.label is not None else -1
 
 
-def _hash_items(items: Sequence[Item]) -> tuple[list[str | None], list[str | None]]:
+def hash_items(items: Sequence[Item]) -> tuple[list[str | None], list[str | None]]:
     """SHA-1 per item, or None with the reason where the file cannot be read."""
 
     def one(item: Item) -> tuple[str | None, str | None]:
@@ -117,7 +123,7 @@ class UpdatePlan:
     encoder: Any
     model_path: str
     factory: str
-    existing: IndexFolder | None  # the index as it was read (with embeddings)
+    existing: IndexFolder | None  # the index as it was read (metadata; no embeddings)
     rebuild: bool  # build the FAISS index afresh (new index or new factory string)
     to_embed: list[Item]  # new and changed files, in dataset order
     hashes: dict[str, str]  # path -> SHA-1 of the files in to_embed
@@ -126,7 +132,7 @@ class UpdatePlan:
     prune_ids: list[int]  # ids to drop because their file left the dataset (prune=True)
     unchanged: int
     rejected: list[dict[str, str]]  # found by the dataset reader or unreadable when hashed
-    stamp: tuple[str, int] | None  # (updated, count) of the card read, to detect a racing writer
+    stamp: int | None  # the generation of the card read, to refuse a racing writer
     model_note: str | None = None  # how the model was chosen when none was given
 
 
@@ -150,7 +156,7 @@ def plan_update(
     index_dir = Path(index_dir)
     dataset = data if isinstance(data, Dataset) else read_dataset(data, layout)
     try:
-        existing = read_index_folder(index_dir, embeddings=True)
+        existing = read_index_folder(index_dir, with_faiss=False)
     except IndexNotFoundError:
         existing = None
     note = None
@@ -172,7 +178,7 @@ def plan_update(
         if path not in seen:
             seen.add(path)
             items.append(Item(path, item.label, item.cell_id, item.patient_id))
-    hashes, reasons = _hash_items(items)
+    hashes, reasons = hash_items(items)
 
     rows = existing.rows if existing is not None else Rows.empty()
     position = {p: i for i, p in enumerate(rows.paths)}
@@ -206,7 +212,7 @@ def plan_update(
         check_trainable(
             factory, EMBEDDING_DIM, len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
         )
-    stamp = (existing.card.updated, existing.card.count) if existing is not None else None
+    stamp = existing.card.generation if existing is not None else None
     return UpdatePlan(
         index_dir,
         encoder,
@@ -256,17 +262,9 @@ def apply_update(
     with writer_lock(plan.index_dir):
         _check_not_raced(plan)
         old = plan.existing
-        rows = old.rows if old is not None else Rows.empty()
+        rows = old.rows if old is not None else Rows.empty(0)
         next_id = max(old.card.next_id, int(rows.ids.max(initial=-1)) + 1) if old is not None else 0
         drop = set(plan.prune_ids) | set(plan.changed_ids.values())
-        keep = np.flatnonzero(~np.isin(rows.ids, np.fromiter(drop, np.int64, len(drop))))
-        kept = rows.take(keep)
-        for pos, row_id in enumerate(kept.ids):
-            item = plan.relabel.get(int(row_id))
-            if item is not None:
-                kept.labels[pos] = _label_index(item)
-                kept.cell_ids[pos] = item.cell_id or ""
-                kept.patient_ids[pos] = item.patient_id or ""
 
         new_ids = []
         for path in embedded.paths:
@@ -280,50 +278,58 @@ def apply_update(
         items = [by_path[p] for p in paths]
         added_rows = Rows(
             np.asarray(new_ids, np.int64)[order],
-            embedded.embeddings[order],
+            embedded.embeddings[order].reshape(len(order), EMBEDDING_DIM),
             np.asarray([_label_index(it) for it in items], np.int8),
             paths,
             [it.cell_id or "" for it in items],
             [it.patient_id or "" for it in items],
             [plan.hashes[p] for p in paths],
         )
-        new_rows = Rows.concat([kept, added_rows])
+        # relabelled rows are written again (same id, same vector) in the new segment
+        relabel_ids = np.asarray(sorted(i for i in plan.relabel if i not in drop), np.int64)
+        relabelled = _relabelled(old, relabel_ids, plan.relabel)
 
         updated = sum(1 for p in embedded.paths if p in plan.changed_ids)
         # a changed file that no longer reads loses its stale vector
         removed = len(plan.prune_ids) + len(plan.changed_ids) - updated
         changed = bool(len(embedded.paths) or removed or plan.relabel or plan.rebuild)
-        if old is None and not len(new_rows):
+        count = len(rows) - len(drop) + len(added_rows)
+        if old is None and not len(added_rows):
             raise UserError(
                 f"nothing to index: no image could be read ({len(rejected)} rejected"
                 + (f", e.g. {rejected[0]['path']}: {rejected[0]['reason']}" if rejected else "")
                 + ")"
             )
         if changed:
-            if plan.rebuild:
-                index = build_faiss(plan.factory, new_rows.embeddings, new_rows.ids)
-            else:
-                drop_ids = np.asarray(sorted(drop), np.int64)
-                index = update_faiss(
-                    old.faiss_index,
-                    plan.factory,
-                    new_rows,
-                    drop_ids,
-                    new_rows.positions(added_rows.ids),
-                )
-            card = _new_card(plan) if old is None else old.card
+            card = _new_card(plan) if old is None else copy.deepcopy(old.card)
             card.model_path = plan.model_path or card.model_path
             card.next_id = next_id
             if plan.rebuild:
                 card.factory = plan.factory
+                parts = [added_rows, relabelled]
+                if old is not None:
+                    keep = rows.ids[~np.isin(rows.ids, np.concatenate([list(drop), relabel_ids]))]
+                    parts.append(_with_embeddings(old, keep))
+                new_rows = Rows.concat(parts)
+                index = build_faiss(plan.factory, new_rows.embeddings, new_rows.ids)
                 card.search_params = default_search_params(index)
-            write_index_folder(plan.index_dir, card, index, new_rows)
+                write_index_folder(
+                    plan.index_dir, card, index, new_rows, old.card if old is not None else None
+                )
+            else:
+                segment = Rows.concat([added_rows, relabelled])
+                add = []
+                if len(segment):
+                    add = [(new_segment_index(plan.factory, segment, old.template()), segment)]
+                tombstones = _tombstones(old, np.concatenate([list(drop), relabel_ids]))
+                new = write_generation(plan.index_dir, old.card, add, tombstones, card=card)
+                _auto_merge(plan.index_dir, new)
 
     return IndexReport(
         index=str(plan.index_dir),
         model_fingerprint=plan.encoder.fingerprint,
         factory=plan.factory,
-        count=len(new_rows),
+        count=count,
         added=len(embedded.paths) - updated,
         updated=updated,
         unchanged=plan.unchanged,
@@ -352,20 +358,68 @@ def _new_card(plan: UpdatePlan) -> IndexCard:
 
 
 def _check_not_raced(plan: UpdatePlan) -> None:
-    """Refuse to write when another process changed the index since `plan_update` read it."""
-    card_file = plan.index_dir / CARD_FILE
+    """Refuse to write when another process changed the index since `plan_update` read it
+    (its generation moved on; `write_generation` checks again under the lock)."""
     if plan.stamp is None:
-        if card_file.is_file():
-            raise IndexFolderError(
+        if (plan.index_dir / CARD_FILE).is_file():
+            raise WriteConflictError(
                 f"{plan.index_dir}: created by another process meanwhile; run again"
             )
         return
     try:
-        raw = json.loads(card_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raw = {}
-    if (raw.get("updated"), raw.get("count")) != plan.stamp:
-        raise IndexFolderError(f"{plan.index_dir}: changed by another process meanwhile; run again")
+        now = json.loads((plan.index_dir / CARD_FILE).read_text(encoding="utf-8"))["generation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        now = None
+    if now != plan.stamp:
+        raise WriteConflictError(
+            f"{plan.index_dir}: changed by another process meanwhile (generation {plan.stamp} -> "
+            f"{now}); run again"
+        )
+
+
+def _relabelled(old: IndexFolder | None, ids: np.ndarray, items: dict[int, Item]) -> Rows:
+    """The rows `ids` with their vectors and the new label, cell and patient of `items`."""
+    if old is None or not len(ids):
+        return Rows.empty()
+    rows = _with_embeddings(old, ids)
+    for pos, row_id in enumerate(rows.ids):
+        item = items[int(row_id)]
+        rows.labels[pos] = _label_index(item)
+        rows.cell_ids[pos] = item.cell_id or ""
+        rows.patient_ids[pos] = item.patient_id or ""
+    return rows
+
+
+def _with_embeddings(folder: IndexFolder, ids: np.ndarray) -> Rows:
+    """The live rows `ids` of `folder`, with their stored vectors."""
+    meta = folder.rows.take(folder.rows.positions(ids))
+    return Rows(
+        meta.ids,
+        folder.embeddings_of(meta.ids),
+        meta.labels,
+        meta.paths,
+        meta.cell_ids,
+        meta.patient_ids,
+        meta.sha1,
+    )
+
+
+def _tombstones(folder: IndexFolder, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Segment name -> the given ids that live in it."""
+    ids = np.asarray(ids, np.int64)
+    out = {}
+    for seg in folder.segments:
+        mine = ids[(seg.rows.positions(ids) >= 0) & ~np.isin(ids, seg.deleted)]
+        if len(mine):
+            out[seg.name] = mine
+    return out
+
+
+def _auto_merge(index_dir: Path, card: IndexCard) -> None:
+    """Under the lock, after writing `card`: join small segments (`merge_candidates`)."""
+    names = merge_candidates(card)
+    if names:
+        merge_segments(read_index_folder(index_dir, with_faiss=False), names)
 
 
 def build_or_update(
@@ -396,7 +450,7 @@ def remove(index_dir: PathLike, paths: Sequence[PathLike]) -> RemoveReport:
     """
     index_dir = Path(index_dir)
     with writer_lock(index_dir):
-        folder = read_index_folder(index_dir, embeddings=True)
+        folder = read_index_folder(index_dir, with_faiss=False)
         rows = folder.rows
         hit = np.zeros(len(rows), bool)
         not_found = []
@@ -411,9 +465,7 @@ def remove(index_dir: PathLike, paths: Sequence[PathLike]) -> RemoveReport:
                 not_found.append(str(given))
             hit |= mask
         if hit.any():
-            kept = rows.take(np.flatnonzero(~hit))
-            index = update_faiss(
-                folder.faiss_index, folder.card.factory, kept, rows.ids[hit], np.zeros(0, np.int64)
-            )
-            write_index_folder(index_dir, folder.card, index, kept)
+            tombstones = _tombstones(folder, rows.ids[hit])
+            new = write_generation(index_dir, folder.card, delete=tombstones)
+            _auto_merge(index_dir, new)
         return RemoveReport(str(index_dir), int(hit.sum()), int(len(rows) - hit.sum()), not_found)

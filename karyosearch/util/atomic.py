@@ -1,7 +1,7 @@
 """Atomic file writes: write a temporary sibling, then rename it over the target.
 
 A crash or an exception mid-write leaves the previous file (or none) in place, never a
-half-written one. (Index folders are swapped whole by `search.folder.write_index_folder`.)
+half-written one. (Index folders are written a generation at a time by `search.segments`.)
 """
 
 from __future__ import annotations

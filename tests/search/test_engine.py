@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import karyosearch.model.embed as inference
-import karyosearch.search.folder as index_mod
+import karyosearch.search.segments as index_mod
 from karyosearch.data.image import ImageError
 from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import load_encoder, save_checkpoint

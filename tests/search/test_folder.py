@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import karyosearch.search.folder as index_mod
+import karyosearch.search.segments as segments_mod
 from karyosearch.search.faiss_index import (
     FactoryError,
     build_faiss,
@@ -24,11 +25,12 @@ from karyosearch.search.folder import (
     IndexCard,
     IndexFolderError,
     IndexNotFoundError,
+    IndexWriteError,
     ModelMismatchError,
     read_index_folder,
-    write_index_folder,
     writer_lock,
 )
+from karyosearch.search.segments import write_index_folder
 from karyosearch.search.store import Rows
 
 D = 64
@@ -149,7 +151,9 @@ def test_load_refuses_ids_that_drifted(tmp_path: Path) -> None:
     rows = make_rows(10)
     write(tmp_path / "idx", rows)
     other = build_faiss("Flat", rows.embeddings, rows.ids + 1)
-    faiss.write_index(other, str(tmp_path / "idx" / "faiss.index"))
+    segment = json.loads((tmp_path / "idx" / CARD_FILE).read_text())["segments"][0]
+    os.chmod(tmp_path / "idx" / segment["faiss"], 0o644)
+    faiss.write_index(other, str(tmp_path / "idx" / segment["faiss"]))
     with pytest.raises(IndexFolderError, match="FAISS ids differ"):
         read_index_folder(tmp_path / "idx")
 
@@ -183,8 +187,8 @@ def test_exception_mid_write_leaves_the_old_index(
         Path(path).write_bytes(b"half an HDF5 file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_mod, "write_store", half_then_crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(segments_mod, "write_store", half_then_crash)
+    with pytest.raises(IndexWriteError, match="disk full writing .*; the previous index is intact"):
         write(tmp_path / "idx", make_rows(20, first_id=100))
     assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before
     assert len(read_index_folder(tmp_path / "idx")) == 10
@@ -200,14 +204,14 @@ def test_failed_swap_puts_the_old_index_back(
 
     def second_rename_fails(src, dst):  # noqa: ANN001
         calls.append((src, dst))
-        if len(calls) == 2:  # new -> target, after target -> backup
+        if len(calls) == 1:  # the new manifest over card.json
             raise OSError("power cut")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(index_mod.os, "replace", second_rename_fails)
-    with pytest.raises(OSError, match="power cut"):
+    monkeypatch.setattr(segments_mod.os, "replace", second_rename_fails)
+    with pytest.raises(IndexWriteError, match="power cut .*the previous index is intact"):
         write(tmp_path / "idx", make_rows(20, first_id=100))
-    monkeypatch.setattr(index_mod.os, "replace", real_replace)
+    monkeypatch.setattr(segments_mod.os, "replace", real_replace)
     assert len(read_index_folder(tmp_path / "idx")) == 10
     assert _leftovers(tmp_path) == []
 
