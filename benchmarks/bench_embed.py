@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime (float32)")
+    parser.add_argument(
+        "--fp32", action="store_true", help="also the network in float32 where bf16 is native"
+    )
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument(
         "--json-out", type=Path, default=REPO / "benchmarks" / "results" / "embed.json"
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     arrays = np.stack([prepare_input(load(p), encoder.cfg.image_size) for p in paths[:256]])
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for fast in [False, True] if bf16 else [False]:
+        for fast in ([False] if args.fp32 or not bf16 else []) + ([True] if bf16 else []):
             dtype = "bf16" if fast else "float32"
             for batch in args.batch_sizes:
                 embed.embed_arrays(encoder, arrays[:batch], batch, fast)  # warm
