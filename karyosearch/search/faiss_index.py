@@ -80,18 +80,16 @@ def auto_factory(n: int, dimension: int) -> str:
 
     - up to FLAT_MAX: Flat (exact);
     - above: IVF with about sqrt(n) lists (at least 39 training vectors each) and 8-bit scalar
-      quantisation: a quarter of the memory of float32, recall@10 >= 0.95 at a few dozen
-      probes on vectors shaped like the real embeddings;
-    - above 4M: the same after a PCA to 512 dimensions (PCAR512), so that 10M vectors take
-      about 5 GB, not 20.
+      quantisation, 2 KB a vector: at 1M vectors shaped like the real embeddings, recall@10
+      0.978 at nprobe 16 in 2.9 ms a query. Smaller codes lose the neighbours there: PQ64
+      (0.07) and a PCA to 512 dimensions first (PCAR512: 0.46 at any nprobe).
     """
     if n <= FLAT_MAX:
         return "Flat"
     nlist = 1 << max(4, round(np.log2(np.sqrt(n))))
     while nlist > 16 and 39 * nlist > n:
         nlist //= 2
-    codec = f"IVF{nlist},SQ8"
-    return f"PCAR512,{codec}" if n > 4_000_000 and dimension > 512 else codec
+    return f"IVF{nlist},SQ8"
 
 
 def tune_search_params(
