@@ -20,6 +20,15 @@ def need(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _torch_queries(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Queries run on PyTorch in tests (an ONNX export costs seconds per made-up model); an
+    export, where a test asks for one (tests/model/test_onnx_encoder.py), goes to a temporary
+    cache."""
+    monkeypatch.setenv("KARYOSEARCH_ONNX", "0")
+    monkeypatch.setenv("KARYOSEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def bioimlab() -> Path:
     return need(BIOIMLAB)

@@ -156,9 +156,8 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     `encoder.train_record`.
     """
     ckpt = read_checkpoint(path)
-    model = Encoder(ckpt.config)
     try:
-        model.load_state_dict(ckpt.state_dict)
+        model = Encoder.from_state_dict(ckpt.config, ckpt.state_dict)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit {ckpt.config.arch} ({err})") from None
     model.fingerprint = ckpt.fingerprint  # verified against the weights by read_checkpoint

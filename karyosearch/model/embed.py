@@ -1,28 +1,58 @@
 """Batched embedding: image files or prepared arrays through an encoder, fast on CPU and GPU.
 
 Files go through the one image pipeline (`data.image.load`, then `prepare_input`), so the
-same pixels reach the network as in training.
+same pixels reach the network as in training. The next batches are read on a thread pool
+while the network runs on the current one.
+
+torch is imported when a torch encoder runs, so a query on ONNX Runtime (`onnx_encoder`) never
+imports it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from ..data.image import ImageError, Polarity, foreground_area, load, prepare_input
 from ..errors import UserError
 from ..util.runtime import autocast
 from . import EMBEDDING_DIM
-from .encoder import Encoder
+from .onnx_encoder import OnnxEncoder
+
+if TYPE_CHECKING:
+    import torch
+
+    from .encoder import Encoder
+
+F = TypeVar("F", bound=Callable[..., Any])
+READ_AHEAD = 2  # batches read ahead of the one the network runs on
+READERS = 4  # reader threads at most (PIL decodes with the GIL released)
+
+
+def _no_grad(fn: F) -> F:
+    """`torch.no_grad()` as a decorator that imports torch only when `fn` runs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """(N, S, S) or (N, C, S, S) images in [0, 1] -> (N, C, S, S) channels_last on `device`."""
+    import torch
+
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.ndim == 3:
         x = x.unsqueeze(1)
@@ -41,7 +71,7 @@ def _finite_rows(e: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.isfinite(e).all(axis=1) & np.isfinite(s).all(axis=1)
 
 
-@torch.no_grad()
+@_no_grad
 def embed_arrays(
     encoder: Encoder, images: np.ndarray, batch_size: int = 128, fast: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +81,8 @@ def embed_arrays(
     overflow) is embedded again in float32; one still not finite raises NonFiniteError
     (a UserError), so NaN never reaches an index, a benchmark or a karyotype.
     """
+    import torch
+
     device = next(encoder.parameters()).device
     encoder.eval()
     embs, scores = [], []
@@ -93,8 +125,39 @@ class EmbeddedFiles:
     areas: np.ndarray  # (len(paths),) chromosome pixels per crop (image.foreground_area)
 
 
+def read_ahead(
+    read: Callable[[Any], Any],
+    items: Sequence[Any],
+    batch_size: int,
+    workers: int = READERS,
+    ahead: int = READ_AHEAD,
+) -> Iterator[tuple[list[Any], list[Any]]]:
+    """(batch, [read(item) for item in batch]) batch by batch, in order, while the next `ahead`
+    batches are read on a pool of `workers` threads: the caller's work on one batch (the
+    network) overlaps the reading of the next. `ahead=0` reads each batch only when asked."""
+    batches = (list(items[i : i + batch_size]) for i in range(0, len(items), batch_size))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[list[Any], list[Any]]] = deque()
+
+        def submit() -> None:
+            batch = next(batches, None)
+            if batch is not None:
+                pending.append((batch, [pool.submit(read, item) for item in batch]))
+
+        for _ in range(1 + ahead):
+            submit()
+        while pending:
+            batch, futures = pending.popleft()
+            results = [f.result() for f in futures]
+            if ahead:
+                submit()
+            yield batch, results
+            if not ahead:
+                submit()
+
+
 def embed_files(
-    encoder: Encoder,
+    encoder: Encoder | OnnxEncoder,
     paths: Sequence[str | os.PathLike],
     batch_size: int = 64,
     polarity: Polarity = "auto",
@@ -103,9 +166,10 @@ def embed_files(
 ) -> EmbeddedFiles:
     """Load, prepare and embed files; unreadable files are collected as errors, not raised.
 
-    Images are read on a thread pool while the network runs (PIL releases the GIL). Each
+    The next batches are read on a thread pool while the network runs (`read_ahead`). Each
     crop's chromosome area is kept too (the network sees every crop at one size).
-    `progress(n)` is called with the number of files finished after each batch.
+    `progress(n)` is called with the number of files finished after each batch. `encoder` is
+    a torch `Encoder` or an `OnnxEncoder` (float32 always; `fast` is for torch's bf16).
     """
     size = encoder.cfg.image_size
     ok_paths: list[str] = []
@@ -119,34 +183,42 @@ def embed_files(
             return err
         return prepare_input(crop, size, encoder.cfg.canvas), foreground_area(crop)
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = list(paths[start : start + batch_size])
-            arrays = []
-            for path, result in zip(chunk, pool.map(read, chunk), strict=True):
-                if isinstance(result, ImageError):
-                    errors.append(result)
-                else:
-                    ok_paths.append(str(path))
-                    arrays.append(result[0])
-                    areas.append(result[1])
-            if arrays:
-                try:
-                    e, s = embed_arrays(encoder, np.stack(arrays), batch_size, fast)
-                except NonFiniteError as err:
-                    done = ok_paths[len(ok_paths) - len(arrays) :]
-                    names = [done[i] for i in err.rows]
-                    raise NonFiniteError(
-                        f"the encoder gave non-finite outputs (NaN or inf) for "
-                        f"{', '.join(names[:3])}"
-                        + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-                        + ": the model is broken; nothing was stored",
-                        err.rows,
-                    ) from None
-                embs.append(e)
-                scores.append(s)
-            if progress is not None:
-                progress(len(chunk))
+    def network(arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(encoder, OnnxEncoder):
+            return embed_arrays(encoder, arrays, batch_size, fast)
+        e, s = encoder.embed_and_score(arrays, batch_size)
+        bad = np.flatnonzero(~_finite_rows(e, s))
+        if len(bad):
+            raise NonFiniteError("non-finite outputs", bad.tolist())
+        return e, s
+
+    readers = min(READERS, os.cpu_count() or 1)
+    for chunk, results in read_ahead(read, list(paths), batch_size, readers, READ_AHEAD):
+        arrays = []
+        for path, result in zip(chunk, results, strict=True):
+            if isinstance(result, ImageError):
+                errors.append(result)
+            else:
+                ok_paths.append(str(path))
+                arrays.append(result[0])
+                areas.append(result[1])
+        if arrays:
+            try:
+                e, s = network(np.stack(arrays))
+            except NonFiniteError as err:
+                done = ok_paths[len(ok_paths) - len(arrays) :]
+                names = [done[i] for i in err.rows]
+                raise NonFiniteError(
+                    f"the encoder gave non-finite outputs (NaN or inf) for "
+                    f"{', '.join(names[:3])}"
+                    + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                    + ": the model is broken; nothing was stored",
+                    err.rows,
+                ) from None
+            embs.append(e)
+            scores.append(s)
+        if progress is not None:
+            progress(len(chunk))
     n_classes = encoder.cfg.num_classes
     return EmbeddedFiles(
         ok_paths,

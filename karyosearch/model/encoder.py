@@ -17,64 +17,26 @@ As in timm, `forward_features` gives the conv5 feature map and `forward_head` th
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-from ..data.image import PREPROCESS_VERSION
-from ..labels import CLASS_NAMES
 from . import EMBEDDING_DIM
-
-ARCHS: tuple[str, ...] = ("resnext", "proxy-resnext", "proxy-resnext-cbam")
-
-
-STEMS: tuple[str, ...] = ("standard", "small")  # see EncoderConfig.stem
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Everything needed to rebuild an encoder (stored in every checkpoint)."""
-
-    arch: str = "proxy-resnext-cbam"  # one of ARCHS
-    image_size: int = 64  # input side S in px; images are prepared to S x S
-    canvas: int = 0  # fixed-scale canvas in source px (image.prepare_input); 0: none
-    stem: str = "small"  # "standard": 7x7/2 conv + maxpool; "small": 3x3/1 conv + maxpool
-    in_chans: int = 1  # 1: the grey crop; 2 with a canvas: also its fixed-scale view
-    num_classes: int = len(CLASS_NAMES)  # one proxy (or logit) per class
-    temperature: float = 0.05  # normalized-softmax temperature T (Zhai & Wu use 0.05)
-    cbam_reduction: int = 16  # CBAM channel-MLP reduction ratio
-    preprocess_version: int = PREPROCESS_VERSION  # image.py version the encoder was trained on
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(
-                f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}"
-            )
-        if self.stem not in STEMS:
-            raise ValueError(f"unknown stem {self.stem!r}; choose standard or small")
-        if self.in_chans != (2 if self.canvas else 1):
-            raise ValueError(f"in_chans {self.in_chans} does not match canvas {self.canvas}")
-        if self.image_size < 16:
-            raise ValueError(f"image size {self.image_size} is too small (at least 16 px)")
-
-    @property
-    def uses_proxies(self) -> bool:
-        return self.arch != "resnext"
+from .config import ARCHS, STEMS, EncoderConfig  # noqa: F401  (re-exported: older imports)
+from .resnext import is_meta, resnext50_32x4d
 
 
 class ChannelGate(nn.Module):
     """CBAM channel attention: sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))), shape (N, C, 1, 1)."""
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, device=None):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.Conv2d(channels, hidden, 1, bias=False, device=device),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1, bias=False),
+            nn.Conv2d(hidden, channels, 1, bias=False, device=device),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,10 +48,12 @@ class ChannelGate(nn.Module):
 class SpatialGate(nn.Module):
     """CBAM spatial attention: sigmoid(conv7x7([mean_c(x), max_c(x)])), shape (N, 1, H, W)."""
 
-    def __init__(self, kernel_size: int = 7):
+    def __init__(self, kernel_size: int = 7, device=None):
         super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
+        self.conv = nn.Conv2d(
+            2, 1, kernel_size, padding=kernel_size // 2, bias=False, device=device
+        )
+        self.bn = nn.BatchNorm2d(1, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
@@ -99,48 +63,71 @@ class SpatialGate(nn.Module):
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al., ECCV 2018): channel, then spatial."""
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, device=None):
         super().__init__()
-        self.channel = ChannelGate(channels, reduction)
-        self.spatial = SpatialGate()
+        self.channel = ChannelGate(channels, reduction, device)
+        self.spatial = SpatialGate(device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.channel(x)
         return x * self.spatial(x)
 
 
-def _backbone(cfg: EncoderConfig) -> nn.Sequential:
-    net = torchvision.models.resnext50_32x4d(weights=None)
+def _backbone(cfg: EncoderConfig, device=None) -> nn.Sequential:
+    net = resnext50_32x4d(device)  # torchvision's network, built without importing torchvision
     if cfg.stem == "small":
         # At 64 px the standard stem leaves conv5 a 2x2 map; a 3x3 stride-1 first conv keeps
         # four times the spatial detail for four times the compute.
-        conv1 = nn.Conv2d(cfg.in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        conv1 = nn.Conv2d(cfg.in_chans, 64, 3, stride=1, padding=1, bias=False, device=device)
     else:
-        conv1 = nn.Conv2d(cfg.in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
-    return nn.Sequential(
-        conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
-    )
+        conv1 = nn.Conv2d(cfg.in_chans, 64, 7, stride=2, padding=3, bias=False, device=device)
+    if not is_meta(device):
+        nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+    rest = ("bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    return nn.Sequential(conv1, *(net[name] for name in rest))
 
 
 class Encoder(nn.Module):
     """Chromosome image (N, 1, S, S) in [0, 1] -> unit embedding (N, 2048)."""
 
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, device: torch.device | str | None = None):
+        """`device` "meta" builds the modules without weights (see `from_state_dict`)."""
         super().__init__()
         self.cfg = cfg
-        self.features = _backbone(cfg)
+        self.features = _backbone(cfg, device)
         self.cbam = (
-            CBAM(EMBEDDING_DIM, cfg.cbam_reduction) if cfg.arch == "proxy-resnext-cbam" else None
+            CBAM(EMBEDDING_DIM, cfg.cbam_reduction, device)
+            if cfg.arch == "proxy-resnext-cbam"
+            else None
         )
         if cfg.uses_proxies:
-            self.norm = nn.LayerNorm(EMBEDDING_DIM)
-            self.proxies = nn.Parameter(torch.randn(cfg.num_classes, EMBEDDING_DIM) * 0.01)
+            self.norm = nn.LayerNorm(EMBEDDING_DIM, device=device)
+            shape = (cfg.num_classes, EMBEDDING_DIM)
+            proxies = (
+                torch.empty(shape, device=device)
+                if is_meta(device)
+                else torch.randn(shape, device=device) * 0.01
+            )
+            self.proxies = nn.Parameter(proxies)
         else:
-            self.classifier = nn.Linear(EMBEDDING_DIM, cfg.num_classes)
-        # Inputs are standardised with fixed constants so checkpoints need no data statistics.
+            self.classifier = nn.Linear(EMBEDDING_DIM, cfg.num_classes, device=device)
+        # Inputs are standardised with fixed constants so checkpoints need no data statistics
+        # (on the CPU whatever `device`: they are no weights).
         self.register_buffer("input_mean", torch.tensor(0.25), persistent=False)
         self.register_buffer("input_std", torch.tensor(0.3), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, cfg: EncoderConfig, state: dict[str, torch.Tensor]) -> Encoder:
+        """An encoder holding the weights `state` (RuntimeError when they do not fit `cfg`).
+
+        The modules are built on the meta device, so no random initial weights are drawn only
+        to be overwritten (a third of a second of every cold `query`), then take `state`'s
+        tensors as they are. (Not `with torch.device("meta")`: that imports torch._dynamo,
+        2 s.)
+        """
+        model = cls(cfg, device="meta")
+        model.load_state_dict(state, assign=True)
+        return model
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The conv5 feature map (N, 2048, h, w), after CBAM where the network has it."""

@@ -29,10 +29,12 @@ from ..model.shipped import choose_shipped
 from ..util.runtime import pick_device
 from .faiss_index import (
     DEFAULT_FACTORY,
+    auto_choice,
     build_faiss,
     check_trainable,
     default_search_params,
     new_base_index,
+    parse_auto,
 )
 from .folder import (
     CARD_FILE,
@@ -167,6 +169,8 @@ def plan_update(
         check_encoder(existing.card, encoder, index_dir)
     old_factory = existing.card.factory if existing is not None else None
     factory = (factory or old_factory or DEFAULT_FACTORY).strip()
+    if old_factory and parse_auto(factory) is not None:
+        factory = old_factory  # `auto` chose when the index was built; its card keeps the choice
     new_base_index(factory, EMBEDDING_DIM)  # a bad factory string fails now, not after embedding
     rebuild = existing is None or factory != old_factory
 
@@ -305,13 +309,14 @@ def apply_update(
             card.model_path = plan.model_path or card.model_path
             card.next_id = next_id
             if plan.rebuild:
-                card.factory = plan.factory
                 parts = [added_rows, relabelled]
                 if old is not None:
                     keep = rows.ids[~np.isin(rows.ids, np.concatenate([list(drop), relabel_ids]))]
                     parts.append(_with_embeddings(old, keep))
                 new_rows = Rows.concat(parts)
                 index = build_faiss(plan.factory, new_rows.embeddings, new_rows.ids)
+                choice = auto_choice(index)  # `auto`: the card records what was built
+                card.factory = choice.factory if choice is not None else plan.factory
                 card.search_params = default_search_params(index)
                 write_index_folder(
                     plan.index_dir, card, index, new_rows, old.card if old is not None else None
@@ -425,7 +430,7 @@ def _auto_merge(index_dir: Path, card: IndexCard) -> None:
 def build_or_update(
     index_dir: PathLike,
     data: PathLike | Dataset,
-    model: ModelLike,
+    model: ModelLike | None,
     factory: str | None = None,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
