@@ -94,12 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import numpy as np
     import torch
+    from record import append_run
 
     import karyosearch.model.embed as embed
     from karyosearch.data.datasets import read_dataset
     from karyosearch.data.image import load, prepare_input
     from karyosearch.model.checkpoint import load_encoder
-    from karyosearch.util.runtime import cpu_has_fast_bf16, describe, timestamp
+    from karyosearch.util.runtime import cpu_has_fast_bf16
 
     load_before = list(os.getloadavg())
     encoder = load_encoder(args.model)
@@ -195,16 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     embed.READ_AHEAD = 2
     best = max(result["files"], key=lambda r: r["images_per_s"])
     result["best_files"] = best
-    result["load_average_before_after"] = [load_before, list(os.getloadavg())]
-    result["note"] = args.note
-    result["machine"] = describe()
     result["lscpu_flags_vector"] = _vector_flags()
-    result["measured_at"] = timestamp()
-    saved = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-    saved.setdefault("runs", []).append(result)
-    saved["latest"] = result
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(saved, indent=2) + "\n")
+    append_run(args.json_out, result, args.note, load_before)
     print(json.dumps({"best_files": best, "ceiling": result["ceiling"]}, indent=2))
     print(f"saved {args.json_out}")
 

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps((fn or child_networks)(args)))
         return
     sys.path.insert(0, str(REPO))
-    from karyosearch.util.runtime import describe, timestamp
+    from record import append_run
 
     ensure_index(args)
     load_before = list(os.getloadavg())
@@ -288,15 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     result["in_process"] = {n: run_child(args, "inprocess", f) for n, f in BACKENDS.items()}
     print("in-process", result["in_process"], file=sys.stderr)
     result["networks_one_image"] = run_child(args, "networks", "1")
-    result["load_average_before_after"] = [load_before, list(os.getloadavg())]
-    result["note"] = args.note
-    result["machine"] = describe()
-    result["measured_at"] = timestamp()
-    saved = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-    saved.setdefault("runs", []).append(result)
-    saved["latest"] = result
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(saved, indent=2) + "\n")
+    append_run(args.json_out, result, args.note, load_before)
     print(json.dumps({k: result[k] for k in ("cold_cli", "in_process")}, indent=2))
     print(f"saved {args.json_out}")
 

@@ -222,7 +222,7 @@ def bench_factory(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from karyosearch.util.runtime import describe, timestamp
+    from record import append_run
 
     load_before = list(os.getloadavg())
     args.work.mkdir(parents=True, exist_ok=True)
@@ -271,14 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             for r in result["indexes"]
         },
     }
-    result["load_average_before_after"] = [load_before, list(os.getloadavg())]
-    result["note"] = args.note
-    result["machine"] = describe()
-    result["measured_at"] = timestamp()
-    saved = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-    saved.setdefault("runs", []).append(result)
-    saved["latest"] = result
-    args.json_out.write_text(json.dumps(saved, indent=2) + "\n")
+    append_run(args.json_out, result, args.note, load_before)
     print(f"saved {args.json_out}")
     del base
     path.unlink(missing_ok=True)
