@@ -195,7 +195,7 @@ def query_command(
 ) -> None:
     """Name chromosome images and list their k most similar indexed images.
 
-    The call mixes the encoder's class proxies with the vote of the 8 nearest labelled
+    The call mixes the encoder's class proxies with the vote of the 5 nearest labelled
     crops of the index (the lab's own archive: embeddings travel between labs better than
     proxies do); beside it, the proxies alone (cosine and margin to the runner-up; for the
     plain resnext network, the softmax probability) and the vote of the k neighbours listed.
