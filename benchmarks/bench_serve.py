@@ -161,7 +161,7 @@ async def run_load(args: argparse.Namespace, base: str, crops: list[tuple[str, b
 
 def main() -> None:
     args = parse_args()
-    from karyosearch.machine import describe
+    from karyosearch.util.runtime import describe
 
     files = sorted(DATA.glob("*/*.bmp"))
     if not files:
