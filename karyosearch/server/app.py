@@ -108,10 +108,13 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN needed
         title="karyosearch",
         description="Name chromosome crops, find their archived look-alikes, karyotype a cell.",
         version="1",
     )
+    # The bundled Swagger UI (4.15) reads OpenAPI 3.0 only; the schema uses nothing of 3.1.
+    app.openapi_version = "3.0.3"
     app.state.engine = engine
     app.state.limits = limits
 
@@ -190,6 +193,22 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), "docs")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        """The interactive API documentation, its scripts served here (works offline)."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="karyosearch API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     # -- reads ----------------------------------------------------------------------------
 

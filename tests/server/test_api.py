@@ -87,8 +87,14 @@ def test_health_and_card(client) -> None:
 
 
 def test_docs_and_openapi(client) -> None:
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert client.get(f"/docs-assets/{asset}").status_code == 200  # no CDN: works offline
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.0")  # what the bundled Swagger UI renders
+    paths = schema["paths"]
     for route in ("/api/query", "/api/karyotype", "/api/index", "/api/images/{image_id}/thumb"):
         assert route in paths
     assert "post" not in paths["/api/index"]  # no writes without a token
