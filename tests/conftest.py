@@ -150,3 +150,14 @@ def without_hanging(fn, fifos, timeout: float = 20.0):  # noqa: ANN001, ANN201
     if "error" in out:
         raise out["error"]
     return out.get("value")
+
+
+def one_error_line(result) -> str:  # noqa: ANN001
+    """The single `error:` line of a CliRunner result that failed as a user mistake should:
+    exit 1, no traceback, no exception but the exit, one line on stderr."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

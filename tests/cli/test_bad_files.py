@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from karyosearch.cli import app
 
-from ..conftest import make_special_entries, without_hanging
-from .test_errors import one_error_line, setup  # noqa: F401 - the module's fixture
+from ..conftest import make_special_entries, one_error_line, without_hanging
+from .test_errors import setup  # noqa: F401 - the module's fixture
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

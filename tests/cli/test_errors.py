@@ -13,20 +13,12 @@ from karyosearch.cli import app
 from karyosearch.model.checkpoint import save_checkpoint
 from karyosearch.model.encoder import EncoderConfig, build_encoder
 
+from ..conftest import one_error_line
 from ..evaluation.test_bench import make_folder_dataset
 from ..model.test_checkpoint import corrupt_copy
 from .test_karyotype import make_cell
 
 runner = CliRunner()
-
-
-def one_error_line(result) -> str:  # noqa: ANN001
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

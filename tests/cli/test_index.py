@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from karyosearch.cli import app
 
+from ..conftest import one_error_line
 from ..search.test_engine import make_data, tiny_checkpoint
 
 runner = CliRunner()
@@ -38,14 +39,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert result.exit_code == 0, result.output
     return {"base": base, "data": data, "ckpt": ckpt, "idx": base / "idx", "summary": result}
-
-
-def one_error_line(result) -> str:  # noqa: ANN001
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_index_prints_a_summary_and_reports_rejected(built: dict) -> None:

@@ -13,7 +13,7 @@ from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import save_checkpoint
 from karyosearch.model.encoder import EncoderConfig, build_encoder
 
-from ..conftest import chromosome_array, make_folders_layout, write_image
+from ..conftest import chromosome_array, make_folders_layout, one_error_line, write_image
 
 runner = CliRunner()
 
@@ -33,14 +33,6 @@ def make_cell(folder: Path, name: str = "p1.1.tiff") -> Path:
             array = chromosome_array(70 - 2 * k, 16 + i, bright=False, seed=10 * k + i)
             write_image(cell / f"clase{k}" / f"clase{k}_{i}_{name}.png", array)
     return cell
-
-
-def one_error_line(result) -> str:  # noqa: ANN001
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_empty_folder_is_one_line(tmp_path: Path, ckpt: Path) -> None:

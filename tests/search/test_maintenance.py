@@ -29,7 +29,7 @@ from karyosearch.search.maintenance import merge, rebuild_index
 from karyosearch.search.store import read_store, write_store
 from karyosearch.search.update import apply_update, build_or_update, plan_update, remove
 
-from ..conftest import chromosome_array, write_image
+from ..conftest import chromosome_array, one_error_line, write_image
 from .test_engine import make_data, tiny_checkpoint
 
 runner = CliRunner()
@@ -43,14 +43,6 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def enc(ckpt: Path) -> Encoder:
     return load_encoder(ckpt)
-
-
-def one_error_line(result) -> str:  # noqa: ANN001
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_an_update_adds_a_segment_and_removal_keeps_the_old_files(
