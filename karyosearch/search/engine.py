@@ -76,16 +76,12 @@ class QueryResult:
 
 
 def knn_vote(labels: Sequence[int], scores: Sequence[float]) -> int | None:
-    """Majority class among neighbours (label -1 ignored); a tie goes to the larger summed score."""
-    tally: dict[int, list[float]] = {}
-    for label, score in zip(labels, scores, strict=True):
-        if label >= 0:
-            count_sum = tally.setdefault(int(label), [0, 0.0])
-            count_sum[0] += 1
-            count_sum[1] += float(score)
-    if not tally:
-        return None
-    return max(tally, key=lambda c: (tally[c][0], tally[c][1]))
+    """Majority class among neighbours (label -1 ignored); a tie goes to the larger summed score
+    (the argmax of `model.predict.neighbour_votes`, which the archive call mixes in)."""
+    votes = neighbour_votes(
+        np.asarray([labels]).reshape(1, -1), np.asarray([scores]).reshape(1, -1), len(CLASS_NAMES)
+    )[0]
+    return int(votes.argmax()) if votes.any() else None
 
 
 # -- query ---------------------------------------------------------------------------------
