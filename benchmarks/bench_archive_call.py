@@ -7,14 +7,16 @@ never in the archive. For every query:
 
 - proxies: the encoder's nearest proxy (what `predicted` says);
 - neighbours: the similarity-weighted vote of its k nearest archived crops (`knn_label`);
-- combined: (1 - w) softmax(cosines / T) + w (neighbours' vote shares), the call
-  `karyosearch.model.predict.combined_call` makes. w, T and k are chosen on the validation
-  queries of all stand-ins together (one setting for every lab): the highest mean
-  validation accuracy among the settings that beat the proxies alone on every stand-in's
-  validation queries (ties: the least weight on the neighbours, then the lowest T), then
-  reported on the test queries of each. Beside it, the weight each stand-in's archive
-  would choose for itself (`self_calibrated`: its own crops named, each crop's cell left
-  out of its neighbours).
+- the fixed setting (`grid`, `chosen`): (1 - w) softmax(cosines / T) + w (neighbours'
+  vote shares), one w, T and k for every lab, chosen on the validation queries of all
+  stand-ins together: the highest mean validation accuracy among the settings that beat the
+  proxies alone on every stand-in's validation queries (ties: the least weight on the
+  neighbours, then the lowest T), then reported on the test queries of each. It is what
+  an index that cannot choose for itself uses (`model.predict.ArchiveSetting`).
+- the index's own setting (`index_chooses`), the call `karyosearch` makes: the archive
+  half written as an index folder, which chooses k, T, w and the pull towards its class
+  means on its own crops (`search.archive.choose`: each crop named from the other cells
+  only; no query crop involved), every query then answered by `SearchIndex.query_vectors`.
 
 Stand-ins: `NAME=MODEL:DATA[:DEGRADATION]`, e.g. the Q-band encoder against gband612, the
 G-band encoder against BioImLab, and degraded gband612 test crops against an archive of
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from degrade import DEGRADATIONS  # noqa: E402
 from karyosearch.data.datasets import read_dataset  # noqa: E402
 from karyosearch.data.splits import split_dataset  # noqa: E402
 from karyosearch.evaluation.provenance import same_dataset  # noqa: E402
+from karyosearch.labels import CLASS_NAMES  # noqa: E402
 from karyosearch.model.checkpoint import load_encoder  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import combined_call, neighbour_votes  # noqa: E402
@@ -130,26 +134,75 @@ def embed(model_path: Path, data: Path, degradation: str) -> tuple[StandIn, dict
     return StandIn("", emb, scores, labels, side, len(unique), cells), info
 
 
-def self_calibrated(s: StandIn, k: int, t: float) -> tuple[float, dict[str, float]]:
-    """What an index could choose alone: the weight w whose call names the archive's own
-    crops best, each crop's neighbours taken from the other cells of the archive (leave one
-    cell out; no query, validation or test crop involved); then the test queries with it."""
+def index_call(s: StandIn, model_path: Path) -> dict:
+    """The call `karyosearch` itself makes with an index of the stand-in's archive: the
+    archive half written as an index folder, the index choosing its own setting on its own
+    crops (`search.archive.choose`: whole cells sampled, each crop named from the other cells
+    only; no query crop involved), then every query answered by `SearchIndex.query_vectors`."""
+    import tempfile
+
+    from karyosearch.data.image import PREPROCESS_VERSION
+    from karyosearch.search.archive import choose, class_means, encoder_proxies
+    from karyosearch.search.engine import SearchIndex
+    from karyosearch.search.faiss_index import build_faiss
+    from karyosearch.search.folder import IndexCard, read_index_folder
+    from karyosearch.search.segments import write_index_folder
+    from karyosearch.search.store import Rows
+
+    encoder = load_encoder(model_path)
     archive = np.flatnonzero(s.side == 0)
-    emb, cells = s.embeddings[archive], s.cells[archive]
-    labels_nb, sims_nb = [], []
-    for block in np.array_split(np.arange(len(archive)), max(1, len(archive) // 2048)):
-        sim = emb[block] @ emb.T
-        sim[cells[block][:, None] == cells[None, :]] = -np.inf  # own cell left out
-        top = np.argpartition(-sim, k, axis=1)[:, :k]
-        labels_nb.append(s.labels[archive][top])
-        sims_nb.append(np.take_along_axis(sim, top, axis=1))
-    votes = neighbour_votes(np.concatenate(labels_nb), np.concatenate(sims_nb), s.scores.shape[1])
-    truth, scores = s.labels[archive], s.scores[archive]
-    accs = {
-        w: float(np.mean(combined_call(scores, votes, w, t).argmax(1) == truth)) for w in WEIGHTS
-    }
-    w = max(accs, key=lambda x: (accs[x], -x))
-    return w, accuracies(s, k, w, t, part=2)
+    n = len(archive)
+    rows = Rows(
+        np.arange(n, dtype=np.int64),
+        np.ascontiguousarray(s.embeddings[archive], np.float32),
+        s.labels[archive].astype(np.int8),
+        [f"/archive/{i}.png" for i in range(n)],
+        [str(c) for c in s.cells[archive]],
+        [""] * n,
+        ["0" * 40] * n,
+    )
+    card = IndexCard(encoder.fingerprint, encoder.cfg.arch, encoder.cfg.image_size,
+                     PREPROCESS_VERSION, factory="Flat")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        write_index_folder(Path(tmp) / "idx", card, build_faiss("Flat", rows.embeddings, rows.ids),
+                           rows)  # fmt: skip
+        folder = read_index_folder(Path(tmp) / "idx")
+        proxies = encoder_proxies(encoder)
+        start = time.perf_counter()
+        chosen = choose(folder, proxies)
+        seconds = time.perf_counter() - start
+        out = {"setting": chosen, "choose_seconds": round(seconds, 2)}
+        # the method study, on validation queries only: the other criterion, the class means
+        rival = choose(folder, proxies, criterion="log_likelihood")
+        q = np.flatnonzero(s.side == 1)
+        means = class_means(folder)
+        cosines = s.embeddings[q] @ means.T
+        out["validation_study"] = {
+            "chosen_by_log_likelihood": {
+                "setting": rival,
+                "call": calls_accuracy(SearchIndex(folder), rival, s, q),
+            },
+            "class_means_alone": float(np.mean(cosines.argmax(1) == s.labels[q])),
+            "proxies_plus_class_means_b1": float(
+                np.mean((s.scores[q] + cosines).argmax(1) == s.labels[q])
+            ),
+        }
+        for part, name in ((1, "validation"), (2, "test")):
+            q = np.flatnonzero(s.side == part)
+            out[name] = {
+                "proxies": float(np.mean(s.scores[q].argmax(1) == s.labels[q])),
+                "call": calls_accuracy(SearchIndex(folder), chosen, s, q),
+                "queries": len(q),
+            }
+    return out
+
+
+def calls_accuracy(search, setting: dict, s: StandIn, q: np.ndarray) -> float:  # noqa: ANN001
+    """Accuracy of the archive call `query` makes for the crops `q` under the card's setting."""
+    search.folder.card.archive = setting
+    results = search.query_vectors(s.embeddings[q], k=1, scores=s.scores[q])
+    calls = np.asarray([CLASS_NAMES.index(r.call.label) for r in results])
+    return float(np.mean(calls == s.labels[q]))
 
 
 def neighbours(s: StandIn, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,11 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     for s in stand_ins:
         val = accuracies(s, best["k"], best["weight"], best["temperature"], part=1)
         test = accuracies(s, best["k"], best["weight"], best["temperature"], part=2)
-        w_self, test_self = self_calibrated(s, best["k"], best["temperature"])
+        own = index_call(s, Path(infos[s.name]["model"]))
         results[s.name] = {**infos[s.name], "validation": val, "test": test,
-                           "self_calibrated": {"weight": w_self, "test": test_self}}  # fmt: skip
-        print(f"{s.name:14s} self-calibrated w {w_self}: test combined "
-              f"{100 * test_self['combined']:.2f}%")  # fmt: skip
+                           "index_chooses": own}  # fmt: skip
+        v, t = own["validation"], own["test"]
+        print(f"{s.name:14s} the index's own setting {own['setting']}: validation call "
+              f"{100 * v['call']:.2f}%, test call {100 * t['call']:.2f}% "
+              f"(proxies {100 * t['proxies']:.2f}%)")  # fmt: skip
         print(f"{s.name:14s} test ({test['queries']} queries): proxies {100 * test['proxies']:.2f}%"
               f"  neighbours {100 * test['neighbours']:.2f}%  combined "
               f"{100 * test['combined']:.2f}%")  # fmt: skip

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model.predict import ARCHIVE_WEIGHT, log_probs
+from ..model.predict import ArchiveEvidence, log_probs
 from ..sizes import size_log_likelihood
 
 if TYPE_CHECKING:
@@ -53,25 +53,33 @@ def cell_log_probs(
     scores: np.ndarray,
     params: KaryotypeParams,
     sizes: np.ndarray | None = None,
-    votes: np.ndarray | None = None,
+    archive: ArchiveEvidence | None = None,
 ) -> np.ndarray:
     """A cell's per-crop class log-probabilities: `log_probs`, with the size term added when
-    `params` has a size model and weight and the crops' `relative_sizes` are given; with the
-    archive's `votes` (`SearchIndex.archive_votes`), mixed with them as the query command's
-    call mixes the proxies with them (ARCHIVE_WEIGHT)."""
+    `params` has a size model and weight and the crops' `relative_sizes` are given. With
+    `archive` (`SearchIndex.archive_evidence`) the index's setting weighs in the archive as
+    the query command's call does: the proxy cosines moved towards the archive's class means
+    (its centroid weight), then mixed with the neighbours' votes (its weight); the cell's own
+    temperature stays the one fitted for the karyotype."""
     temperature = params.temperature or 1.0
+    scores = np.asarray(scores, np.float64)
+    if archive is not None and archive.setting.centroid_weight:
+        scores = scores + archive.setting.centroid_weight * np.asarray(
+            archive.centroid_scores, np.float64
+        )
     if sizes is None or not params.size_weight or params.size_mean is None or not params.size_sd:
         logp = log_probs(scores, temperature)
     else:
         from scipy.special import log_softmax
 
         ll = size_log_likelihood(sizes, params.size_mean, params.size_sd)
-        logits = np.asarray(scores, np.float64) / temperature + params.size_weight * ll
+        logits = scores / temperature + params.size_weight * ll
         logp = log_softmax(logits, 1)
-    if votes is None:
+    if archive is None:
         return logp
-    mixed = (1.0 - ARCHIVE_WEIGHT) * np.exp(logp) + ARCHIVE_WEIGHT * np.asarray(votes)
-    voted = np.asarray(votes).sum(axis=1, keepdims=True) > 0  # no labelled neighbour: as before
+    weight, votes = archive.setting.weight, np.asarray(archive.votes)
+    mixed = (1.0 - weight) * np.exp(logp) + weight * votes
+    voted = votes.sum(axis=1, keepdims=True) > 0  # no labelled neighbour: as before
     return np.where(voted, np.log(np.maximum(mixed, 1e-300)), logp)
 
 

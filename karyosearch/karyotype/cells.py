@@ -103,7 +103,8 @@ def karyotype_cell(
     Unreadable images are skipped and reported in `skipped`; UserError when none is left or
     there are more than MAX_CELL_IMAGES. Params with no temperature use the encoder's. With an
     `archive` (an opened `SearchIndex` of labelled crops, same encoder), each crop's class
-    probabilities mix in the vote of its nearest archived crops, as `query` does.
+    probabilities weigh in the archive (its class means and the vote of its nearest archived
+    crops, under the index's setting), as `query` does.
     """
     from ..model.embed import embed_files
 
@@ -118,6 +119,7 @@ def karyotype_cell(
         raise UserError(f"none of the {len(paths)} images could be read ({emb.errors[0]})")
     if len(emb.paths) < MIN_CELL_CROPS:
         raise UserError(f"{cell or 'cell'}: {_not_a_cell(len(emb.paths))}")
+    evidence = archive.archive_evidence(emb.embeddings, emb.paths) if archive is not None else None
     result = karyotype_scores(
         emb.scores,
         emb.paths,
@@ -125,7 +127,7 @@ def karyotype_cell(
         cell=cell,
         embeddings=emb.embeddings,
         sizes=relative_sizes(emb.areas),
-        votes=archive.archive_votes(emb.embeddings, emb.paths) if archive is not None else None,
+        archive=evidence,
     )
     result.skipped = _skipped(None, emb.errors)
     result.embeddings = emb.embeddings
@@ -255,7 +257,7 @@ def karyotype_cells(
     row = {p: i for i, p in enumerate(emb.paths)}
     err_by_path = {e.path: e for e in emb.errors}
     params = params.with_temperature(encoder.score_temperature)
-    votes = archive.archive_votes(emb.embeddings, emb.paths) if archive is not None else None
+    evidence = archive.archive_evidence(emb.embeddings, emb.paths) if archive is not None else None
     results, errors = [], []
     for f in cells:
         rows = [row[str(p)] for p in f.images if str(p) in row]
@@ -272,7 +274,7 @@ def karyotype_cells(
             cell=str(f.folder),
             embeddings=emb.embeddings[rows],
             sizes=relative_sizes(emb.areas[rows]),
-            votes=votes[rows] if votes is not None else None,
+            archive=evidence.take(rows) if evidence is not None else None,
         )
         result.embeddings = emb.embeddings[rows]
         result.skipped = _skipped(

@@ -12,6 +12,7 @@ import numpy as np
 from ..cytogenetics import Y, normal_counts
 from ..errors import UserError
 from ..labels import CLASS_NAMES, NUM_CLASSES
+from ..model.predict import ArchiveEvidence
 from ..sizes import MIN_CROPS_FOR_SIZE, debris_crops, size_z
 from .assign import crop_similarity, rank_hypotheses
 from .calibrate import cell_log_probs
@@ -102,7 +103,7 @@ def karyotype_scores(
     cell: str | None = None,
     embeddings: np.ndarray | None = None,
     sizes: np.ndarray | None = None,
-    votes: np.ndarray | None = None,
+    archive: ArchiveEvidence | None = None,
 ) -> CellKaryotype:
     """The karyotype of one cell from its crops' class scores (N, 24) (pure; no files read).
 
@@ -111,8 +112,9 @@ def karyotype_scores(
     (`params.homologue_weight`); `sizes` (N,), the crops' `relative_sizes` in this cell, add
     how long each chromosome is (`params.size_weight`; ignored for a cell of fewer than
     MIN_CROPS_FOR_SIZE crops); with a size model, a crop of no chromosome's size
-    (`debris_crops`) is left out of the assignment as debris. `votes` (N, 24), the archive's
-    neighbour votes for each crop, mix into its probabilities (`cell_log_probs`).
+    (`debris_crops`) is left out of the assignment as debris. `archive`, what an index says
+    about each crop (`SearchIndex.archive_evidence`), weighs into its probabilities
+    (`cell_log_probs`).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
@@ -126,7 +128,7 @@ def karyotype_scores(
     if sizes is not None and len(sizes) < MIN_CROPS_FOR_SIZE:
         sizes = None
     temperature = params.temperature or 1.0
-    logp = cell_log_probs(scores, params, sizes, votes)
+    logp = cell_log_probs(scores, params, sizes, archive)
     sized = sizes is not None and params.size_mean is not None and params.size_sd is not None
     z_all = size_z(sizes, params.size_mean, params.size_sd) if sized else None
     debris = debris_crops(z_all) if z_all is not None else np.zeros(len(scores), bool)

@@ -8,21 +8,70 @@ from scores through these functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ..labels import CLASS_NAMES
 
 # The archive call (`archive_call`): where an index of labelled crops is at hand, a query's
-# class mixes the proxies' softmax with the vote of its ARCHIVE_K nearest archived crops.
-# Chosen on the validation queries of three stand-ins for an unseen lab, never on their test
-# queries: the highest mean accuracy among the settings that beat the proxies alone on each
-# (benchmarks/bench_archive_call.py, results/archive_call.json; test queries: 36.7% -> 82.9%
-# and 36.6% -> 80.9% across stains, 96.0% -> 95.3% on degraded crops of the same stain).
+# class mixes the proxies (moved towards the archive's class means) with the vote of its
+# nearest archived crops. Each index chooses its own setting on its own labelled crops
+# (`choose_archive_setting`, run when `karyosearch index` writes it): an archive of another
+# stain leans on its neighbours, one of the encoder's own stain on the proxies. The setting
+# below serves an index that cannot choose (too few labelled crops or cells, or a `resnext`
+# encoder): chosen on the validation queries of three stand-ins for an unseen lab, the
+# highest mean accuracy among the settings that beat the proxies alone on each
+# (benchmarks/bench_archive_call.py, results/archive_call.json).
 ARCHIVE_K = 5  # archived neighbours that vote
 ARCHIVE_WEIGHT = 0.85  # w: the neighbours' share of the call
 ARCHIVE_TEMPERATURE = 0.02  # T of the proxies' softmax (cosine scores); logits use T = 1
+
+# What an index may choose from (benchmarks/bench_archive_call.py measures the same grid).
+ARCHIVE_KS = (5, 8, 16)
+ARCHIVE_TEMPERATURES = (0.02, 0.05, 0.1)
+ARCHIVE_CENTROID_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+ARCHIVE_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+@dataclass(frozen=True)
+class ArchiveSetting:
+    """How a query's class mixes the proxies with an archive (`combined_call`).
+
+    probabilities = (1 - weight) softmax((proxy cosines + centroid_weight * cosines to the
+    archive's class means) / temperature) + weight * (vote shares of the k nearest archived
+    crops).
+    """
+
+    k: int = ARCHIVE_K
+    temperature: float = ARCHIVE_TEMPERATURE
+    weight: float = ARCHIVE_WEIGHT
+    centroid_weight: float = 0.0
+    chosen: bool = False  # chosen by the index on its own crops (else the fixed setting)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> ArchiveSetting:
+        """The setting an index card records (`{}` or None: the fixed setting)."""
+        if not raw:
+            return cls()
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+@dataclass
+class ArchiveEvidence:
+    """What an index says about N query vectors: the vote shares of their nearest archived
+    crops (N, classes), their cosines to its class means (N, classes) and its setting."""
+
+    votes: np.ndarray
+    centroid_scores: np.ndarray
+    setting: ArchiveSetting
+
+    def take(self, rows: np.ndarray | list[int]) -> ArchiveEvidence:
+        return ArchiveEvidence(self.votes[rows], self.centroid_scores[rows], self.setting)
 
 
 @dataclass
@@ -88,27 +137,98 @@ def neighbour_votes(labels: np.ndarray, sims: np.ndarray, num_classes: int) -> n
 
 
 def combined_call(
-    scores: np.ndarray, votes: np.ndarray, weight: float, temperature: float
+    scores: np.ndarray,
+    votes: np.ndarray,
+    weight: float,
+    temperature: float,
+    centroid_scores: np.ndarray | None = None,
+    centroid_weight: float = 0.0,
 ) -> np.ndarray:
-    """Class probabilities from the proxies and the archive: (1 - w) softmax(scores / T) + w votes.
+    """Class probabilities from the proxies and the archive (`ArchiveSetting`):
+    (1 - w) softmax((scores + b * centroid_scores) / T) + w votes.
 
-    `scores` are the encoder's class scores (cosines to the proxies), `votes` the neighbours'
-    shares (`neighbour_votes`); a query with no labelled neighbour keeps the proxies' call.
+    `scores` are the encoder's class scores (cosines to the proxies), `centroid_scores` the
+    cosines to the archive's class means (`search.archive`), `votes` the neighbours' shares
+    (`neighbour_votes`); a query with no labelled neighbour keeps the (moved) proxies' call.
     The embeddings travel between labs better than the proxies do (benchmarks/
     bench_archive_call.py), so where an index of labelled crops is at hand both are used."""
-    proxy = np.exp(log_softmax(np.asarray(scores, dtype=np.float64) / temperature))
+    logits = np.asarray(scores, dtype=np.float64)
+    if centroid_scores is not None and centroid_weight:
+        logits = logits + centroid_weight * np.asarray(centroid_scores, dtype=np.float64)
+    proxy = np.exp(log_softmax(logits / temperature))
     votes = np.asarray(votes, dtype=np.float64)
     has_votes = votes.sum(axis=1, keepdims=True) > 0
     return np.where(has_votes, (1.0 - weight) * proxy + weight * votes, proxy)
 
 
-def archive_call(scores: np.ndarray, votes: np.ndarray, arch: str) -> list[Prediction]:
+def archive_call(
+    scores: np.ndarray,
+    votes: np.ndarray,
+    arch: str,
+    setting: ArchiveSetting | None = None,
+    centroid_scores: np.ndarray | None = None,
+) -> list[Prediction]:
     """The class of each query from the proxies and the archive (`combined_call` with the
-    ARCHIVE_* setting): label, probability, and margin over the runner-up's probability."""
-    temperature = 1.0 if arch == "resnext" else ARCHIVE_TEMPERATURE
-    probs = combined_call(scores, votes, ARCHIVE_WEIGHT, temperature)
+    index's `setting`, default the fixed one): label, probability, and margin over the
+    runner-up's probability."""
+    setting = setting or ArchiveSetting()
+    temperature = 1.0 if arch == "resnext" else setting.temperature
+    probs = combined_call(
+        scores, votes, setting.weight, temperature, centroid_scores, setting.centroid_weight
+    )
     top2 = np.argsort(-probs, axis=1, kind="stable")[:, :2]
     return [
         Prediction(CLASS_NAMES[a], float(row[a]), float(row[a] - row[b]), "probability")
         for row, (a, b) in zip(probs, top2, strict=True)
     ]
+
+
+def choose_archive_setting(
+    scores: np.ndarray,
+    centroid_scores: np.ndarray,
+    neighbour_labels: np.ndarray,
+    neighbour_sims: np.ndarray,
+    labels: np.ndarray,
+    criterion: str = "accuracy",
+) -> tuple[ArchiveSetting, dict[str, float]]:
+    """The setting under which an archive names its own labelled crops best.
+
+    Every argument describes the same N archived crops, each seen as a query from another
+    cell: `scores` (N, classes) their proxy cosines, `centroid_scores` their cosines to the
+    class means of the other cells' crops, `neighbour_labels`/`neighbour_sims` (N, >= max k)
+    their nearest crops of other cells, most similar first (label -1: none), `labels` their
+    classes. The grid is ARCHIVE_KS x ARCHIVE_TEMPERATURES x ARCHIVE_CENTROID_WEIGHTS x
+    ARCHIVE_WEIGHTS; ties go to the least weight on the archive (neighbours, then centroids),
+    then to the fewest neighbours and the lowest T. `criterion` "accuracy" (the default:
+    chosen on validation queries, benchmarks/bench_archive_call.py) or "log_likelihood" (the
+    mean log-probability of the true class). Returns the setting and the accuracies (proxies
+    alone, the call) on these crops.
+    """
+    if criterion not in ("accuracy", "log_likelihood"):
+        raise ValueError(f"criterion {criterion!r}")
+    labels = np.asarray(labels, np.int64)
+    num_classes = np.asarray(scores).shape[1]
+    rows = np.arange(len(labels))
+    votes = {
+        k: neighbour_votes(neighbour_labels[:, :k], neighbour_sims[:, :k], num_classes)
+        for k in ARCHIVE_KS
+    }
+    voted = {k: v.sum(axis=1, keepdims=True) > 0 for k, v in votes.items()}
+    best: tuple | None = None
+    for t in ARCHIVE_TEMPERATURES:
+        for b in ARCHIVE_CENTROID_WEIGHTS:
+            proxy = np.exp(log_softmax((scores + b * centroid_scores) / t))
+            for k in ARCHIVE_KS:
+                for w in ARCHIVE_WEIGHTS:
+                    probs = np.where(voted[k], (1.0 - w) * proxy + w * votes[k], proxy)
+                    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+                    if criterion == "accuracy":
+                        value = accuracy
+                    else:
+                        value = float(np.mean(np.log(probs[rows, labels] + 1e-4)))
+                    key = (value, -w, -b, -k, -t)
+                    if best is None or key > best[0]:
+                        best = (key, ArchiveSetting(k, t, w, b, chosen=True), accuracy)
+    assert best is not None
+    proxies = float(np.mean(np.asarray(scores).argmax(axis=1) == labels)) if len(rows) else 0.0
+    return best[1], {"proxies": proxies, "call": best[2], "crops": len(labels)}

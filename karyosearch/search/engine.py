@@ -31,7 +31,14 @@ import numpy as np
 from ..data.image import ImageError
 from ..errors import UserError
 from ..labels import CLASS_NAMES
-from ..model.predict import ARCHIVE_K, Prediction, archive_call, neighbour_votes, predict
+from ..model.predict import (
+    ArchiveEvidence,
+    ArchiveSetting,
+    Prediction,
+    archive_call,
+    neighbour_votes,
+    predict,
+)
 from ..util.runtime import pick_device
 from .folder import DEFAULT_INDEX_DIR, IndexCard, IndexFolder, check_encoder, read_index_folder
 from .store import Rows
@@ -97,6 +104,7 @@ class SearchIndex:
     def __init__(self, folder: IndexFolder, model: ModelLike | None = None, device: str = "cpu"):
         self.folder = folder
         self._encoder = None
+        self._means: np.ndarray | None = None
         self._device = device
         if model is not None:
             self._set_encoder(model)
@@ -178,10 +186,40 @@ class SearchIndex:
         found = self.query_vectors(embedded.embeddings, k, embedded.scores, embedded.paths)
         return found, list(embedded.errors)
 
-    def archive_votes(self, vectors: np.ndarray, queries: Sequence[str | None]) -> np.ndarray:
-        """The vote shares (n, classes) of each vector's ARCHIVE_K nearest labelled archived
-        crops (`model.predict.neighbour_votes`); a query's own file (`queries`) never votes."""
-        return self._votes(self._hits(vectors, ARCHIVE_K + 1), queries, len(CLASS_NAMES))
+    @property
+    def archive_setting(self) -> ArchiveSetting:
+        """The setting this index chose for the archive call (`search.archive`), else the
+        fixed one."""
+        return ArchiveSetting.from_dict(self.card.archive)
+
+    def class_means(self) -> np.ndarray:
+        """The unit class means of the labelled archived vectors (classes, D), read once."""
+        if self._means is None:
+            from .archive import class_means
+
+            self._means = class_means(self.folder)
+        return self._means
+
+    def archive_evidence(
+        self, vectors: np.ndarray, queries: Sequence[str | None]
+    ) -> ArchiveEvidence:
+        """What the archive says about each vector (`model.predict.ArchiveEvidence`): the vote
+        of its k nearest labelled archived crops (a query's own file, `queries`, never votes),
+        its cosines to the class means, and the index's setting."""
+        setting = self.archive_setting
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        found = self._hits(vectors, setting.k + 1)
+        return self._evidence(vectors, found, queries, setting)
+
+    def _evidence(
+        self,
+        vectors: np.ndarray,
+        found: list,
+        queries: Sequence[str | None],
+        setting: ArchiveSetting,
+    ) -> ArchiveEvidence:
+        votes = self._votes(found, queries, len(CLASS_NAMES), setting.k)
+        return ArchiveEvidence(votes, vectors @ self.class_means().T, setting)
 
     def _hits(self, vectors: np.ndarray, n: int) -> list[tuple[np.ndarray, ...]]:
         """Per vector, the (ids, similarities, store positions) of its n nearest rows."""
@@ -193,15 +231,17 @@ class SearchIndex:
             found.append((row_ids[valid], row_sims[valid], self.rows.positions(row_ids[valid])))
         return found
 
-    def _votes(self, found: list, queries: Sequence[str | None], num_classes: int) -> np.ndarray:
+    def _votes(
+        self, found: list, queries: Sequence[str | None], num_classes: int, k: int
+    ) -> np.ndarray:
         # one more neighbour is fetched than votes: an archived query does not vote for itself
-        labels = np.full((len(found), ARCHIVE_K), -1, np.int64)
-        sims = np.zeros((len(found), ARCHIVE_K))
+        labels = np.full((len(found), k), -1, np.int64)
+        sims = np.zeros((len(found), k))
         rows = self.rows
         for q, ((_, row_sims, pos), name) in enumerate(zip(found, queries, strict=True)):
             own = os.path.realpath(name) if name is not None else None
             voters = [j for j, p in enumerate(pos) if os.path.realpath(rows.paths[p]) != own]
-            voters = voters[:ARCHIVE_K]
+            voters = voters[:k]
             labels[q, : len(voters)] = rows.labels[pos[voters]]
             sims[q, : len(voters)] = row_sims[voters]
         return neighbour_votes(labels, sims, num_classes)
@@ -221,7 +261,8 @@ class SearchIndex:
         if k < 1:
             raise UserError(f"k must be at least 1, not {k}")
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        found = self._hits(vectors, max(k, ARCHIVE_K + 1))
+        setting = self.archive_setting
+        found = self._hits(vectors, max(k, setting.k + 1))
         names = (
             list(queries) if queries is not None else [f"vector {i}" for i in range(len(vectors))]
         )
@@ -229,8 +270,10 @@ class SearchIndex:
         if scores is not None:
             predictions = predict(scores, self.card.arch)
             own = queries if queries is not None else [None] * len(vectors)
-            votes = self._votes(found, own, np.asarray(scores).shape[1])
-            calls = archive_call(scores, votes, self.card.arch)
+            evidence = self._evidence(vectors, found, own, setting)
+            calls = archive_call(
+                scores, evidence.votes, self.card.arch, setting, evidence.centroid_scores
+            )
         else:
             predictions = calls = [None] * len(vectors)
         results = []

@@ -121,6 +121,9 @@ class IndexCard:
     # deleted (tombstone file, '' when none), n_deleted, finite (vectors checked finite)
     segments: list[dict[str, Any]] = field(default_factory=list)
     template: str = ""  # trained empty FAISS index new segments start from ('' untrained types)
+    # the archive call's setting this index chose on its own crops (`search.archive.choose`);
+    # {} until it has chosen: the fixed setting (`model.predict.ArchiveSetting`)
+    archive: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..model import EMBEDDING_DIM
 from ..model.checkpoint import ModelLike, resolve_encoder
 from ..util.runtime import pick_device
+from .archive import calibrate_if_due
 from .faiss_index import build_faiss, default_search_params
 from .folder import read_index_folder, writer_lock
 from .segments import merge_segments, write_index_folder
@@ -113,6 +114,7 @@ def rebuild_index(
         index = build_faiss(card.factory, new_rows.embeddings, new_rows.ids)
         card.search_params = default_search_params(index)
         write_index_folder(index_dir, card, index, new_rows, folder.card)
+        calibrate_if_due(index_dir, encoder, int((new_rows.labels >= 0).sum()))
     return IndexReport(
         index=str(index_dir),
         model_fingerprint=encoder.fingerprint,

@@ -12,10 +12,15 @@ Schema (`karyosearch-store/1`), all datasets at the root of the file, N rows, D 
 | `cell_ids`    | utf-8 string (N,) | the metaphase the crop was cut from; '' when unknown    |
 | `patient_ids` | utf-8 string (N,) | the patient; '' when unknown                            |
 | `sha1`        | bytes S40 (N,)    | hex SHA-1 of the file's bytes when it was embedded      |
+| `class_sums`  | float64 (C, D)    | sum of the embeddings of each class (C = 24; optional)  |
+| `class_counts`| int64 (C,)        | rows of each class (optional; with `class_sums`)        |
 
 File attributes: `format` ("karyosearch-store/1"), `count` (N), `dimension` (D),
 `class_names` (JSON list, "1".."22", "X", "Y") and whatever the caller adds (the index adds
 `model_fingerprint`). Rows are kept sorted by id, so a row is found with a binary search.
+
+`class_sums` and `class_counts` give the archive's class means (`search.archive`) without
+reading every vector; a store written before they existed is summed from its embeddings.
 
 The store holds every vector, so the FAISS index can always be rebuilt from it (a new
 factory string, or an index type that cannot remove vectors).
@@ -156,6 +161,9 @@ def write_store(path: str | os.PathLike, rows: Rows, attrs: dict[str, Any] | Non
         for column in ("paths", "cell_ids", "patient_ids"):
             f.create_dataset(column, data=np.array(getattr(rows, column), dtype=object), dtype=utf8)
         f.create_dataset("sha1", data=np.array(rows.sha1, dtype="S40"))
+        sums, counts = sum_classes(rows.embeddings, rows.labels)
+        f.create_dataset("class_sums", data=sums, dtype=np.float64)
+        f.create_dataset("class_counts", data=counts, dtype=np.int64)
         f.attrs["format"] = STORE_FORMAT
         f.attrs["count"] = n
         f.attrs["dimension"] = d
@@ -187,6 +195,31 @@ def read_store(path: str | os.PathLike, embeddings: bool = True) -> tuple[Rows, 
     if int(attrs.get("count", -1)) != len(rows):
         raise StoreError(f"{path}: store says {attrs.get('count')} rows but holds {len(rows)}")
     return rows, attrs
+
+
+def sum_classes(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, the sum of the labelled embeddings (C, D) float64 and their count (C,)."""
+    embeddings = np.asarray(embeddings, np.float64)
+    labels = np.asarray(labels, np.int64)
+    sums = np.zeros((len(CLASS_NAMES), embeddings.shape[1] if embeddings.ndim == 2 else 0))
+    counts = np.zeros(len(CLASS_NAMES), np.int64)
+    known = labels >= 0
+    if known.any():
+        np.add.at(sums, labels[known], embeddings[known])
+        np.add.at(counts, labels[known], 1)
+    return sums, counts
+
+
+def read_class_sums(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A store's per-class embedding sums and counts (`sum_classes` of all its rows), read
+    from its `class_sums`/`class_counts` datasets, or summed from its embeddings when an older
+    store has none."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "class_sums" in f and "class_counts" in f:
+            return f["class_sums"][()], f["class_counts"][()]
+        return sum_classes(f["embeddings"][()], f["labels"][()])
 
 
 def read_embeddings(path: str | os.PathLike, positions: np.ndarray | None = None) -> np.ndarray:

@@ -27,6 +27,7 @@ from ..model import EMBEDDING_DIM
 from ..model.checkpoint import ModelLike, resolve_encoder
 from ..model.shipped import choose_shipped
 from ..util.runtime import pick_device
+from .archive import calibrate_if_due
 from .faiss_index import (
     DEFAULT_FACTORY,
     auto_choice,
@@ -329,6 +330,12 @@ def apply_update(
                 tombstones = _tombstones(old, np.concatenate([list(drop), relabel_ids]))
                 new = write_generation(plan.index_dir, old.card, add, tombstones, card=card)
                 _auto_merge(plan.index_dir, new)
+        # the archive chooses its call's setting again when its labelled crops changed enough
+        gone = rows.positions(np.concatenate([list(drop), relabel_ids]).astype(np.int64))
+        labelled = sum(int((r.labels >= 0).sum()) for r in (rows, added_rows, relabelled))
+        calibrate_if_due(
+            plan.index_dir, plan.encoder, labelled - int((rows.labels[gone[gone >= 0]] >= 0).sum())
+        )
 
     return IndexReport(
         index=str(plan.index_dir),

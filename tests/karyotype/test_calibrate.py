@@ -57,18 +57,25 @@ def test_fit_size_weight_weighs_size_by_what_it_tells() -> None:
     assert fit_size_weight(scores, noise, val_labels, base).size_weight < 0.1
 
 
-def test_archive_votes_mix_into_a_cells_probabilities() -> None:
+def test_the_archive_mixes_into_a_cells_probabilities_under_the_index_setting() -> None:
     from karyosearch.karyotype.params import KaryotypeParams
-    from karyosearch.model.predict import ARCHIVE_WEIGHT
+    from karyosearch.model.predict import ArchiveEvidence, ArchiveSetting
 
     scores = np.zeros((2, len(CLASS_NAMES)))
     scores[:, 0] = 0.3  # the encoder leans to "1" for both crops
     votes = np.zeros_like(scores)
     votes[0, 1] = 1.0  # the archive says "2" for the first crop, nothing for the second
+    centroids = np.zeros_like(scores)
+    centroids[:, 2] = 0.5  # the class means lean to "3"
     params = KaryotypeParams(temperature=0.05)
     plain = cell_log_probs(scores, params)
-    mixed = cell_log_probs(scores, params, votes=votes)
-    expected = np.log((1 - ARCHIVE_WEIGHT) * np.exp(plain[0]) + ARCHIVE_WEIGHT * votes[0])
+    setting = ArchiveSetting(k=5, temperature=0.02, weight=0.6, centroid_weight=0.0)
+    mixed = cell_log_probs(scores, params, archive=ArchiveEvidence(votes, centroids, setting))
+    expected = np.log(0.4 * np.exp(plain[0]) + 0.6 * votes[0])
     np.testing.assert_allclose(mixed[0], expected)
     np.testing.assert_allclose(mixed[1], plain[1])  # no labelled neighbour: unchanged
     np.testing.assert_allclose(np.exp(mixed).sum(axis=1), 1.0)
+    # a centroid weight moves the proxies towards the class means before the mix
+    moved = ArchiveSetting(k=5, temperature=0.02, weight=0.6, centroid_weight=1.0)
+    pulled = cell_log_probs(scores, params, archive=ArchiveEvidence(votes, centroids, moved))
+    assert pulled[1].argmax() == 2 and mixed[1].argmax() == 0

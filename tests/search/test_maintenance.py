@@ -74,11 +74,14 @@ def test_two_racing_updates_the_second_is_refused_not_lost(tmp_path: Path, enc: 
     assert len(plan_a.changed_ids) == 1
     two = write_image(tmp_path / "more" / "6" / "b.png", chromosome_array(52, 15, seed=6))
     plan_b = plan_update(tmp_path / "idx", tmp_path / "more", enc)
-    assert plan_a.stamp == plan_b.stamp == 1
+    assert plan_a.stamp == plan_b.stamp
+    stamp = plan_a.stamp
     a = apply_update(plan_a)
     assert (a.updated, a.count) == (1, 12)
     sha1_a = read_index_folder(tmp_path / "idx").rows.sha1
-    with pytest.raises(WriteConflictError, match=r"generation 1 -> 2\); run again"):
+    with pytest.raises(
+        WriteConflictError, match=rf"generation {stamp} -> {stamp + 1}\); run again"
+    ):
         apply_update(plan_b)
     rows = read_index_folder(tmp_path / "idx").rows
     assert rows.sha1 == sha1_a and str(two.resolve()) not in rows.paths  # a's change is kept
