@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..data.files import image_files, subfolders, walk
 from ..data.image import is_image_path
 from ..errors import UserError
+from ..labels import CLASS_NAMES
+from ..model.predict import neighbour_votes
 from ..sizes import relative_sizes
 from .params import KaryotypeParams, check_fingerprint, load_params, params_file_for
 from .report import CellKaryotype, karyotype_scores
@@ -180,8 +184,13 @@ def attach_neighbours(
             }
             for j, n in enumerate(near)
         ]
-        labels = Counter(n.label for n in near if n.label is not None)
-        crop.knn_label = labels.most_common(1)[0][0] if labels else None
+        # the vote `query` takes (majority; a tie to the more similar class)
+        voted = [(CLASS_NAMES.index(n.label), n.score) for n in near if n.label is not None]
+        crop.knn_label = None
+        if voted:
+            labels, sims = (np.asarray([v]) for v in zip(*voted, strict=True))
+            votes = neighbour_votes(labels, sims, len(CLASS_NAMES))[0]
+            crop.knn_label = CLASS_NAMES[int(votes.argmax())]
 
 
 def find_cell_folders(root: str | os.PathLike, max_images: int = MAX_CELL_IMAGES) -> list[Path]:
