@@ -122,6 +122,10 @@ def index_command(
             else ""
         )
     )
+    if report.archive is not None:
+        from ..search.archive import describe
+
+        typer.echo(describe(report.archive))
     for r in report.rejected[:20]:
         typer.echo(f"  rejected {r['path']}: {r['reason']}", err=True)
     if len(report.rejected) > 20:

@@ -174,3 +174,21 @@ def calibrate_if_due(index_dir: Any, encoder: Any, labelled: int) -> IndexCard |
     card = copy.deepcopy(folder.card)
     card.archive = entry
     return write_generation(index_dir, folder.card, card=card)
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One line for a person: what the index chose for its archive call and why."""
+    setting = ArchiveSetting.from_dict(entry)
+    how = (
+        f"k {setting.k}, T {setting.temperature:g}, weight on the neighbours {setting.weight:g}, "
+        f"pull towards the class means {setting.centroid_weight:g}"
+    )
+    if not setting.chosen:
+        return f"archive call: the fixed setting ({how}): {entry.get('reason', 'not chosen')}"
+    accuracy = entry.get("accuracy", {})
+    measured = entry.get("measured_on", {})
+    return (
+        f"archive call: {how}; it names {100 * accuracy.get('call', 0):.1f}% of "
+        f"{measured.get('crops', 0)} of its own crops right from their other cells "
+        f"({100 * accuracy.get('proxies', 0):.1f}% by the proxies alone)"
+    )

@@ -77,6 +77,8 @@ class IndexReport:
     seconds: float  # wall time of the embedding
     images_per_s: float
     written: bool  # False when nothing changed and the folder was left untouched
+    # the archive call's setting this write chose (`search.archive`), None when none was due
+    archive: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,7 +335,7 @@ def apply_update(
         # the archive chooses its call's setting again when its labelled crops changed enough
         gone = rows.positions(np.concatenate([list(drop), relabel_ids]).astype(np.int64))
         labelled = sum(int((r.labels >= 0).sum()) for r in (rows, added_rows, relabelled))
-        calibrate_if_due(
+        chose = calibrate_if_due(
             plan.index_dir, plan.encoder, labelled - int((rows.labels[gone[gone >= 0]] >= 0).sum())
         )
 
@@ -354,6 +356,7 @@ def apply_update(
         if seconds > 0 and plan.to_embed
         else 0.0,
         written=changed,
+        archive=chose.archive if chose is not None else None,
     )
 
 

@@ -51,6 +51,8 @@ def test_index_prints_a_summary_and_reports_rejected(built: dict) -> None:
         "removed 0",
         "rejected 1",
         "img/s",
+        "archive call: the fixed setting",  # what the index chose, and why (no cells here)
+        "too few labelled cells",
     ):
         assert text in out
     assert "broken.png" in built["summary"].stderr
@@ -80,6 +82,7 @@ def test_index_again_embeds_nothing_json(built: dict) -> None:
     assert [r["path"] for r in report["rejected"]] == [
         str((built["data"] / "1" / "broken.png").resolve())
     ]
+    assert report["archive"] is None  # chosen when built; nothing changed, nothing chosen
 
 
 def test_query_json_has_the_design_keys_and_self_first(built: dict) -> None:
