@@ -184,7 +184,8 @@ def describe(entry: dict[str, Any]) -> str:
         f"pull towards the class means {setting.centroid_weight:g}"
     )
     if not setting.chosen:
-        return f"archive call: the fixed setting ({how}): {entry.get('reason', 'not chosen')}"
+        why = entry.get("reason", "not chosen yet; `karyosearch index` chooses when it next runs")
+        return f"archive call: the fixed setting ({how}): {why}"
     accuracy = entry.get("accuracy", {})
     measured = entry.get("measured_on", {})
     return (

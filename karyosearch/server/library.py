@@ -16,6 +16,7 @@ from ..karyotype.karyogram import display_image, render_karyogram
 from ..karyotype.params import resolve_params
 from ..labels import CLASS_NAMES, class_index
 from ..model.embed import EmbeddedFiles, embed_arrays, embed_files
+from ..search.archive import describe as describe_archive
 from ..search.engine import SearchIndex
 from ..search.folder import IndexNotFoundError
 from ..search.update import build_or_update, remove
@@ -34,6 +35,7 @@ __all__ = [
     "UserError",
     "build_or_update",
     "class_index",
+    "describe_archive",
     "display_image",
     "embed_arrays",
     "embed_files",

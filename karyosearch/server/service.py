@@ -32,6 +32,7 @@ from .library import (
     SearchIndex,
     build_or_update,
     class_index,
+    describe_archive,
     display_image,
     embed_arrays,
     embed_files,
@@ -298,7 +299,10 @@ class Engine:
         return png
 
     def card(self) -> dict[str, Any]:
-        return self.search.card.to_dict()
+        """The index card, with `archive_note`: what its archive call chose, in words."""
+        card = self.search.card.to_dict()
+        card["archive_note"] = describe_archive(card.get("archive") or {})
+        return card
 
     def query(self, uploads: Sequence[Upload], k: int) -> dict[str, Any]:
         """The `query` JSON for uploaded images; unreadable ones under `errors`."""

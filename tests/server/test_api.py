@@ -84,6 +84,9 @@ def test_health_and_card(client) -> None:
         assert key in card
     assert card["count"] == 92 and card["factory"] == "Flat" and card["writes"] is False
     assert card["classes"][-2:] == ["X", "Y"]
+    # what the archive call chose, recorded when the index was built, and in words
+    assert card["archive"]["model_fingerprint"] == card["model_fingerprint"]
+    assert card["archive_note"].startswith("archive call: ")
 
 
 def test_docs_and_openapi(client) -> None:

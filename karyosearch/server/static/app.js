@@ -54,6 +54,7 @@ async function loadCard() {
     $("index-info").textContent =
       `archive: ${card.count.toLocaleString()} chromosomes · ${card.arch}, ${card.image_size} px · ` +
       `model ${card.model_fingerprint.slice(0, 12)} · ${card.writes ? "writes on" : "read-only"}`;
+    $("index-info").title = card.archive_note || "";  // what the archive call chose, in words
   } catch (err) {
     $("index-info").textContent = "server not reachable: " + err.message;
   }
