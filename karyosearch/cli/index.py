@@ -96,9 +96,9 @@ def index_command(
             )
         return
     if rebuild:
-        from ..search.folder import read_index_folder
+        from ..search.folder import read_card
 
-        total = len(read_index_folder(index, allow_non_finite=True))
+        total = read_card(Path(index)).count  # the bar's length: the card alone is read
         with progress_bar("re-embedding", total, rate="img/s") as advance:
             report = rebuild_index(index, model, batch_size, advance, device)
     else:
