@@ -156,7 +156,11 @@ def combined_call(
     if centroid_scores is not None and centroid_weight:
         logits = logits + centroid_weight * np.asarray(centroid_scores, dtype=np.float64)
     proxy = np.exp(log_softmax(logits / temperature))
-    votes = np.asarray(votes, dtype=np.float64)
+    return _mix(proxy, np.asarray(votes, dtype=np.float64), weight)
+
+
+def _mix(proxy: np.ndarray, votes: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - w) proxy + w votes, rows without any vote left as the proxies say."""
     has_votes = votes.sum(axis=1, keepdims=True) > 0
     return np.where(has_votes, (1.0 - weight) * proxy + weight * votes, proxy)
 
@@ -213,14 +217,13 @@ def choose_archive_setting(
         k: neighbour_votes(neighbour_labels[:, :k], neighbour_sims[:, :k], num_classes)
         for k in ARCHIVE_KS
     }
-    voted = {k: v.sum(axis=1, keepdims=True) > 0 for k, v in votes.items()}
     best: tuple | None = None
     for t in ARCHIVE_TEMPERATURES:
         for b in ARCHIVE_CENTROID_WEIGHTS:
             proxy = np.exp(log_softmax((scores + b * centroid_scores) / t))
             for k in ARCHIVE_KS:
                 for w in ARCHIVE_WEIGHTS:
-                    probs = np.where(voted[k], (1.0 - w) * proxy + w * votes[k], proxy)
+                    probs = _mix(proxy, votes[k], w)
                     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
                     if criterion == "accuracy":
                         value = accuracy

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..labels import CLASS_NAMES
 from ..model.predict import ARCHIVE_KS, ArchiveSetting, choose_archive_setting
-from .folder import IndexCard, IndexFolder, read_index_folder
+from .folder import IndexCard, IndexFolder, read_card, read_index_folder
 from .segments import write_generation
 from .store import read_class_sums, read_embeddings, sum_classes
 
@@ -156,8 +156,6 @@ def calibrate_if_due(index_dir: Any, encoder: Any, labelled: int) -> IndexCard |
     crops) is due (`is_due`), choose its setting again with `encoder`'s proxies (the fixed
     setting for a `resnext` classifier) and record it in a new generation in which only the
     card changes. Returns the new card, or None when nothing was due."""
-    from .folder import read_card
-
     if not is_due(read_card(Path(index_dir)), labelled):
         return None
     folder = read_index_folder(index_dir)
