@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
-# The bundled encoder: Proxy-ResNeXt-CBAM, 64 px, trained from scratch on the BioImLab
-# `paper` split, seed 0, 105 epochs (float16 weights; its training record is inside the file).
+# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the shipped G-band encoder fine-tuned on
+# the BioImLab `paper` split, seed 0, 30 epochs (float16; its training record is inside the file).
 MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes

@@ -149,7 +149,8 @@ def check_encoder(card: IndexCard, encoder: Any, path: str | os.PathLike) -> Non
     if offered != card.model_fingerprint:
         raise ModelMismatchError(
             f"{path} was built with model {card.model_fingerprint}, this checkpoint is "
-            f"{offered}; use the model that built it or another --index folder"
+            f"{offered}; use the model that built it, another --index folder, or move the "
+            f"index to this model (`karyosearch index --rebuild --index {path} --model CKPT`)"
         )
     cfg = encoder.cfg
     differ = [
