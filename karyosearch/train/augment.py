@@ -46,7 +46,8 @@ def prepare_all(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarr
 
 
 def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation, zoom, shift, flips and intensity jitter for a batch (N, 1, S, S)."""
+    """Random rotation, zoom, shift, flips, a scanner's gamma and intensity jitter for a batch
+    (N, 1, S, S)."""
     n, _, size, _ = x.shape
     if recipe.pad_crop:
         p = recipe.pad_crop
@@ -86,6 +87,11 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if recipe.scan_gamma:
+        g = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.scan_gamma)
+        flip = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+        x = x.clamp(0, 1)
+        x = torch.where(flip, 1 - (1 - x) ** g, x**g)
     if recipe.intensity:
         gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.intensity)
         gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.intensity

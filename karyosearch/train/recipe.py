@@ -35,6 +35,10 @@ class Recipe:
     vertical_flips: bool = True  # random top-bottom flips (swaps the p and q arms)
     pad_crop: int = 0  # paper: pad by this many px each side, random crop back to S
     intensity: float = 0.0  # max relative gamma / gain jitter
+    # max |log gamma| of a scanner's gamma, applied in either polarity (x ** g, or
+    # 1 - (1 - x) ** g: as the gamma of a bright-on-dark scan looks once the pipeline has
+    # brought it to one polarity); 0: off (benchmarks/bench_robustness.py measures the need)
+    scan_gamma: float = 0.0
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
     # canvas this percentile of the training crops' long sides, so length is seen; 0: none

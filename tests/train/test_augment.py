@@ -25,3 +25,23 @@ def test_augment_keeps_shape_and_range_and_is_seeded():
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     paper = augment(x, PRESETS["paper"], torch.Generator().manual_seed(0))
     assert paper.shape == x.shape
+
+
+def test_scan_gamma_bends_intensities_both_ways_and_keeps_the_background():
+    from dataclasses import replace
+
+    x = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8).repeat(400, 1, 1, 1)
+    x[:, :, 0, 0] = 0.0  # background pixel
+    bare = replace(PRESETS["default"], rotate=0.0, scale=(1.0, 1.0), translate=0.0, flips=False,
+                   intensity=0.0)  # fmt: skip
+    assert torch.equal(augment(x, bare, torch.Generator().manual_seed(1)), x)  # off: unchanged
+    out = augment(x, replace(bare, scan_gamma=0.4), torch.Generator().manual_seed(1))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.all(out[:, :, 0, 0] == 0.0)
+    mid = out[:, 0, 4, 0] - x[:, 0, 4, 0]  # a mid-grey pixel: brighter in some, darker in others
+    assert (mid > 0.02).sum() > 50 and (mid < -0.02).sum() > 50
+    # gammas stay within exp(+-0.4): the mid-grey value v maps between v**1.49 and v**0.67
+    v = float(x[0, 0, 4, 0])
+    lo = min(v ** float(np.exp(0.4)), 1 - (1 - v) ** float(np.exp(-0.4)))
+    hi = max(v ** float(np.exp(-0.4)), 1 - (1 - v) ** float(np.exp(0.4)))
+    assert float(out[:, 0, 4, 0].min()) >= lo - 1e-6 and float(out[:, 0, 4, 0].max()) <= hi + 1e-6
