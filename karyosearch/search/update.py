@@ -76,7 +76,7 @@ class IndexReport:
     embedded: int  # images run through the encoder
     seconds: float  # wall time of the embedding
     images_per_s: float
-    written: bool  # False when nothing changed and the folder was left untouched
+    written: bool  # False when nothing changed and the folder was left untouched (nor chosen)
     # the archive call's setting this write chose (`search.archive`), None when none was due
     archive: dict[str, Any] | None = None
 
@@ -355,7 +355,7 @@ def apply_update(
         images_per_s=round(len(plan.to_embed) / seconds, 2)
         if seconds > 0 and plan.to_embed
         else 0.0,
-        written=changed,
+        written=changed or chose is not None,
         archive=chose.archive if chose is not None else None,
     )
 
