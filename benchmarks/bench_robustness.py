@@ -11,6 +11,8 @@ from the clean figure in points. The target (issue 15): every drop at most 2 poi
         --json-out benchmarks/results/robustness_gband612.json
 
 The split and seed default to the ones the model trained on (its test part was never seen).
+`--part val` degrades the validation crops instead, to choose between recipes (an
+augmentation, say) without looking at the test crops.
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default=None, help="default: the model's training split")
     parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
-    parser.add_argument("--limit", type=int, default=0, help="test crops, a seeded sample (0: all)")
+    parser.add_argument("--limit", type=int, default=0, help="crops, a seeded sample (0: all)")
+    parser.add_argument(
+        "--part",
+        choices=["test", "val"],
+        default="test",
+        help="which part of the split is degraded: test (the figures), or val (to choose a "
+        "recipe without looking at the test crops)",
+    )
     parser.add_argument(
         "--audit-cells",
         default="",
@@ -71,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     split, seed, warnings = resolve_split(record, dataset, args.split, args.seed)
     for warning in warnings:
         print(f"warning: {warning}", flush=True)
-    test = split_dataset(dataset, split, seed).test
+    test = getattr(split_dataset(dataset, split, seed), args.part)
     if args.limit and args.limit < len(test):
         test = np.sort(np.random.default_rng(0).choice(test, args.limit, replace=False))
     paths = [str(dataset.items[i].path) for i in test]
@@ -115,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "dataset": str(args.data),
         "split": split,
         "seed": seed,
+        "part": args.part,
         "n_test": len(paths),
         "audited_cells": sorted(audited),
         "warnings": warnings,
