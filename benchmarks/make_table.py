@@ -80,11 +80,16 @@ def epochs_of(r: dict[str, Any]) -> int | None:
 
 
 def preset_of(r: dict[str, Any]) -> str:
-    """The preset, and the dataset of the checkpoint the run started from (`train --init`)."""
+    """The preset, and the checkpoint the run started from (`train --init`): its dataset,
+    split, seed and epochs, so that runs from different starting points are not averaged."""
     preset = str(r.get("preset") or "?")
     init = (r.get("train") or {}).get("init")
     if init:
-        preset += f", from {Path(str(init.get('dataset') or '?')).name}"
+        epochs = (init.get("recipe") or {}).get("epochs")
+        preset += (
+            f", from {Path(str(init.get('dataset') or '?')).name} {init.get('split', '?')} "
+            f"s{init.get('seed', '?')}" + (f" e{epochs}" if epochs is not None else "")
+        )
     return preset
 
 

@@ -78,16 +78,29 @@ def test_a_run_started_from_another_checkpoint_is_a_row_of_its_own(
     started = [fake_run(s, 0.97, 0.96) for s in (0, 1)]
     for r in started:
         r["train"]["init"] = {"dataset": "/data/gband612", "split": "karyo", "seed": 1}
-    results, _, by_seed = make_table.render(scratch + started).partition("## Seed by seed")
+    # a start from another checkpoint of the same dataset (another seed, a shorter training)
+    # is a row of its own too, not averaged with the first
+    other = [fake_run(s, 0.95, 0.94) for s in (0, 1)]
+    for r in other:
+        r["train"]["init"] = {"dataset": "/data/gband612", "split": "karyo", "seed": 2,
+                              "recipe": {"epochs": 7}}  # fmt: skip
+    results, _, by_seed = make_table.render(scratch + started + other).partition("## Seed by seed")
     rows = [line for line in results.splitlines() if line.startswith("| bioimlab |")]
     presets = sorted(line.split("|")[4].strip() for line in rows)
-    assert presets == ["default", "default, from gband612"]
-    # and it is compared with the same network from scratch on the seeds both ran
-    [pair] = [line for line in by_seed.splitlines() if line.startswith("| bioimlab |")]
-    cells = [c.strip() for c in pair.strip("|").split("|")]
-    assert cells[4] == "Proxy-ResNeXt-CBAM from gband612 - from scratch"
+    assert presets == [
+        "default",
+        "default, from gband612 karyo s1",
+        "default, from gband612 karyo s2 e7",
+    ]
+    # and each is compared with the same network from scratch on the seeds both ran
+    pairs = [line for line in by_seed.splitlines() if line.startswith("| bioimlab |")]
+    cells = [c.strip() for c in pairs[0].strip("|").split("|")]
+    assert cells[4] == "Proxy-ResNeXt-CBAM from gband612 karyo s1 - from scratch"
     # differences 7 and 5 points (accuracy), 5 and 3 (R@1)
     assert cells[5:] == ["2", "6.00 ± 1.41", "4.00 ± 1.41", "2 of 2 seeds"]
+    cells = [c.strip() for c in pairs[1].strip("|").split("|")]
+    assert cells[4] == "Proxy-ResNeXt-CBAM from gband612 karyo s2 e7 - from scratch"
+    assert cells[5:] == ["2", "4.00 ± 1.41", "2.00 ± 1.41", "2 of 2 seeds"]
 
 
 def test_single_seed_shows_the_mean_only(make_table: ModuleType) -> None:
