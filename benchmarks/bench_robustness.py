@@ -64,9 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepared(paths: list[str], degrade, size: int, canvas: int) -> np.ndarray:
+def prepared(paths: list[str], degrade, size: int, canvas: int, version: int) -> np.ndarray:
+    """The network inputs of `paths`, degraded, prepared as the encoder (preprocessing
+    `version`) was trained."""
+
     def one(path: str) -> np.ndarray:
-        return prepare_input(crop_chromosome(degrade(read_grey(path)), "auto", path), size, canvas)
+        crop = crop_chromosome(degrade(read_grey(path)), "auto", path, version)
+        return prepare_input(crop, size, canvas)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return np.stack(list(pool.map(one, paths)))
@@ -92,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, degrade in DEGRADATIONS.items():
         started = time.monotonic()
-        emb, scores = embed_arrays(encoder, prepared(paths, degrade, cfg.image_size, cfg.canvas))
+        emb, scores = embed_arrays(
+            encoder, prepared(paths, degrade, cfg.image_size, cfg.canvas, cfg.preprocess_version)
+        )
         right = predicted_classes(scores) == labels
         acc = float(np.mean(right))
         r1 = recall_at_k(emb, labels, (1,))[1]

@@ -5,8 +5,9 @@ encoder on every path.
 
 - `load(path)` reads any BMP, PNG, TIFF or JPEG (8- or 16-bit; grey, RGB, RGBA or palette),
   converts it to 8-bit grey, brings it to one polarity (bright chromosome on a dark
-  background, as Q-banding gives) and crops it to the chromosome's bounding box, so that a
-  canvas around a crop cannot leak where the image came from.
+  background, as Q-banding gives) and crops it to the chromosome's bounding box
+  (`content_box`, by the encoder's preprocessing version), so that a canvas around a crop
+  cannot leak where the image came from.
 - `prepare(grey, size, canvas)` keeps the aspect ratio, pads the crop to a square (at least
   `canvas` source px, so that chromosome length survives) and resizes it to `size x size`,
   giving float32 values in [0, 1]. `prepare_input` stacks the filled frame and, for an
@@ -28,14 +29,24 @@ from ..errors import UserError
 from ..util.regular import open_regular, os_problem
 
 # Bumped whenever load/prepare change the pixels the network sees; stored in checkpoints and
-# index cards so that an encoder is never fed images prepared another way.
-PREPROCESS_VERSION = 1
+# index cards so that an encoder is never fed images prepared another way. New encoders are
+# trained on PREPROCESS_VERSION; every version in PREPROCESS_VERSIONS can still be prepared, so
+# an encoder (and its indexes) keeps the pixels it was trained on across releases.
+#   v1: the content box is every pixel FOREGROUND_DELTA above the background.
+#   v2: the box of the mask's large connected components only (`MIN_COMPONENT_SHARE`), so that
+#       faint specks and a neighbour's edge, which a brighter scan lifts over the threshold,
+#       do not shrink the chromosome in its frame (benchmarks/probe_content_box.py).
+PREPROCESS_VERSION = 2
+PREPROCESS_VERSIONS = (1, 2)
 
 MAX_SIDE = 4096  # px; a chromosome crop larger than this is no chromosome crop
 IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg"})
 # A pixel belongs to the chromosome when it is this much brighter than the background (after
 # the polarity is made bright-on-dark).
 FOREGROUND_DELTA = 12
+# v2: a connected component (8-connected) of the foreground is kept in the content box when
+# its area is at least this share of the largest one's.
+MIN_COMPONENT_SHARE = 0.05
 
 Polarity = Literal["auto", "bright", "dark"]
 """`bright`: bright chromosome on a dark background (Q-band); `dark`: dark on light (G-band)."""
@@ -134,37 +145,62 @@ def to_bright_on_dark(grey: np.ndarray, polarity: Polarity = "auto") -> np.ndarr
     return grey
 
 
-def content_box(bright: np.ndarray) -> tuple[int, int, int, int] | None:
+def content_box(
+    bright: np.ndarray, version: int = PREPROCESS_VERSION
+) -> tuple[int, int, int, int] | None:
     """Bounding box (top, bottom, left, right; exclusive ends) of the chromosome, or None.
 
     The background level is the median of the outer ring; chromosome pixels are those
-    `FOREGROUND_DELTA` brighter than it.
+    `FOREGROUND_DELTA` brighter than it. From `version` 2 only the mask's connected components
+    of at least `MIN_COMPONENT_SHARE` of the largest one's area count.
     """
     background = float(np.median(_border(bright)))
     mask = bright > background + FOREGROUND_DELTA
     if not mask.any():
         return None
+    if version >= 2:
+        mask = _large_components(mask)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def load(path: str | os.PathLike, polarity: Polarity = "auto") -> np.ndarray:
+def _large_components(mask: np.ndarray) -> np.ndarray:
+    """The mask's 8-connected components of at least MIN_COMPONENT_SHARE of the largest."""
+    from scipy import ndimage  # here: a cold query of a v1 encoder does not pay the import
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 1:
+        return mask
+    areas = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(areas >= MIN_COMPONENT_SHARE * areas.max()) + 1
+    return np.isin(labels, keep)
+
+
+def load(
+    path: str | os.PathLike, polarity: Polarity = "auto", version: int = PREPROCESS_VERSION
+) -> np.ndarray:
     """Read a chromosome crop as uint8 (H, W): bright on a zero background, cropped to content.
 
-    `polarity` overrides the automatic choice (`bright` for Q-band, `dark` for G-band).
+    `polarity` overrides the automatic choice (`bright` for Q-band, `dark` for G-band);
+    `version` is the preprocessing an encoder was trained on (`EncoderConfig.preprocess_version`).
     Raises `ImageError` for a missing, empty, corrupt, non-image, oversized or
     all-background file.
     """
-    return crop_chromosome(read_grey(path), polarity, path)
+    return crop_chromosome(read_grey(path), polarity, path, version)
 
 
 def crop_chromosome(
-    grey: np.ndarray, polarity: Polarity = "auto", path: str | os.PathLike = "<array>"
+    grey: np.ndarray,
+    polarity: Polarity = "auto",
+    path: str | os.PathLike = "<array>",
+    version: int = PREPROCESS_VERSION,
 ) -> np.ndarray:
     """The part of `load` after reading: one polarity, background to zero, cropped to content."""
+    if version not in PREPROCESS_VERSIONS:
+        raise ValueError(f"preprocessing version {version} is not one of {PREPROCESS_VERSIONS}")
     bright = to_bright_on_dark(grey, polarity)
-    box = content_box(bright)
+    box = content_box(bright, version)
     if box is None:
         raise ImageError(path, "no chromosome found: the image is all background")
     top, bottom, left, right = box
@@ -221,7 +257,12 @@ def prepare_input(grey: np.ndarray, size: int, canvas: int = 0) -> np.ndarray:
 
 
 def load_prepared(
-    path: str | os.PathLike, size: int, polarity: Polarity = "auto", canvas: int = 0
+    path: str | os.PathLike,
+    size: int,
+    polarity: Polarity = "auto",
+    canvas: int = 0,
+    version: int = PREPROCESS_VERSION,
 ) -> np.ndarray:
-    """`prepare_input(load(path), size, canvas)`: the network input for one file."""
-    return prepare_input(load(path, polarity), size, canvas)
+    """`prepare_input(load(path, polarity, version), size, canvas)`: the network input for
+    one file."""
+    return prepare_input(load(path, polarity, version), size, canvas)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..data.image import PREPROCESS_VERSION
+from ..data.image import PREPROCESS_VERSIONS
 from ..errors import UserError
 from ..labels import CLASS_NAMES
 from ..util.atomic import atomic_path
@@ -105,10 +105,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         config = EncoderConfig(**raw["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: checkpoint config is invalid ({err})") from None
-    if config.preprocess_version != PREPROCESS_VERSION:
+    if config.preprocess_version not in PREPROCESS_VERSIONS:
         raise CheckpointError(
             f"{path}: trained on preprocessing v{config.preprocess_version}, this karyosearch "
-            f"prepares images with v{PREPROCESS_VERSION}; retrain the model"
+            f"prepares images with v{', v'.join(map(str, PREPROCESS_VERSIONS))} only; use the "
+            "karyosearch that trained it, or retrain the model"
         )
     try:
         state = _as_read(dict(raw["state_dict"]))

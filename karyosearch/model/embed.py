@@ -178,7 +178,7 @@ def embed_files(
 
     def read(path: str | os.PathLike) -> tuple[np.ndarray, int] | ImageError:
         try:
-            crop = load(path, polarity)
+            crop = load(path, polarity, encoder.cfg.preprocess_version)
         except ImageError as err:
             return err
         return prepare_input(crop, size, encoder.cfg.canvas), foreground_area(crop)

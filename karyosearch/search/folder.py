@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.image import PREPROCESS_VERSION
+from ..data.image import PREPROCESS_VERSIONS
 from ..errors import UserError
 from ..model import EMBEDDING_DIM
 from ..util.runtime import timestamp
@@ -104,7 +104,9 @@ class IndexCard:
     model_fingerprint: str  # weights_fingerprint of the encoder that made the vectors
     arch: str  # encoder architecture (resnext, proxy-resnext, proxy-resnext-cbam)
     image_size: int  # side S of the prepared images in px
-    preprocess_version: int  # image.PREPROCESS_VERSION the vectors were made with
+    preprocess_version: (
+        int  # the encoder's preprocessing version (data.image) the vectors were made with
+    )
     dimension: int = EMBEDDING_DIM  # embedding dimension D
     factory: str = DEFAULT_FACTORY  # FAISS factory string, wrapped in IDMap2
     count: int = 0  # live vectors in the index (= live rows in the store)
@@ -343,10 +345,11 @@ def _open_generation(
 ) -> IndexFolder:
     import faiss
 
-    if card.preprocess_version != PREPROCESS_VERSION:
+    if card.preprocess_version not in PREPROCESS_VERSIONS:
         raise IndexFolderError(
             f"{path}: its vectors were made from images prepared with v{card.preprocess_version}, "
-            f"this karyosearch prepares v{PREPROCESS_VERSION}; rebuild the index"
+            f"this karyosearch prepares v{', v'.join(map(str, PREPROCESS_VERSIONS))} only; "
+            "rebuild the index"
         )
     if fingerprint is not None and fingerprint != card.model_fingerprint:
         raise ModelMismatchError(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.datasets import Dataset, read_dataset
-from ..data.image import ImageError
+from ..data.image import PREPROCESS_VERSION, ImageError
 from ..data.splits import split_dataset
 from ..errors import UserError
 from ..evaluation.provenance import check_unseen
@@ -117,6 +117,9 @@ def evaluate_split(
     return {"accuracy": correct / n, "loss": total_loss / n}
 
 
+_NOT_IN_THE_WEIGHTS = ("image_size", "preprocess_version")
+
+
 def initialise(model: Encoder, source: Checkpoint, path: str) -> dict[str, Any]:
     """Copy the weights of checkpoint `source` (read from `path`) into `model`.
 
@@ -125,12 +128,13 @@ def initialise(model: Encoder, source: Checkpoint, path: str) -> dict[str, Any]:
     record's "init" key so that `bench` checks the whole lineage
     (`evaluation.provenance.check_unseen`).
     """
-    # The weights do not depend on the input size, so a network may move to another size
-    # (fine-tuning at a higher resolution than it was trained at, say); nothing else may differ.
+    # The weights do not depend on the input size or the preprocessing, so a network may move
+    # to another size (fine-tuning at a higher resolution than it was trained at, say) and to
+    # this karyosearch's preprocessing (the new model is trained on it); nothing else may differ.
     differ = [
         f"{k} {getattr(source.config, k)!r} (here {getattr(model.cfg, k)!r})"
         for k in model.cfg.__dataclass_fields__
-        if k != "image_size" and getattr(source.config, k) != getattr(model.cfg, k)
+        if k not in _NOT_IN_THE_WEIGHTS and getattr(source.config, k) != getattr(model.cfg, k)
     ]
     if differ:
         raise UserError(f"--init {path}: another network: {'; '.join(differ)}")
@@ -152,6 +156,13 @@ def train(
     out = Path(opts.out)
     last = out.with_name(out.name + ".last")
     resumed = read_checkpoint(last) if opts.resume and last.exists() else None
+    if resumed is not None and resumed.config.preprocess_version != PREPROCESS_VERSION:
+        raise UserError(
+            f"--resume {last}: that run was started on preprocessing "
+            f"v{resumed.config.preprocess_version}, this karyosearch trains on "
+            f"v{PREPROCESS_VERSION}; finish it with the karyosearch that started it, or start "
+            "afresh (without --resume)"
+        )
     if resumed is not None:  # a resumed run keeps its own recipe (the schedule depends on it)
         saved = dict(resumed.train["recipe"], scale=tuple(resumed.train["recipe"]["scale"]))
         saved["image_size"] = resumed.config.image_size  # stored once, in the config

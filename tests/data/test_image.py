@@ -11,7 +11,10 @@ from PIL import Image
 
 from karyosearch.data.image import (
     MAX_SIDE,
+    MIN_COMPONENT_SHARE,
+    PREPROCESS_VERSION,
     ImageError,
+    content_box,
     crop_chromosome,
     detect_polarity,
     foreground_area,
@@ -260,6 +263,52 @@ def test_foreground_area_counts_the_chromosome_pixels(tmp_path: Path) -> None:
 def test_load_prepared_is_prepare_of_load(grey: np.ndarray, tmp_path: Path) -> None:
     path = write_image(tmp_path / "x.png", 255 - grey)
     np.testing.assert_array_equal(load_prepared(path, 48), prepare(load(path), 48))
+
+
+# --- the content box, by preprocessing version -----------------------------------------------
+
+
+def _with_speck(grey: np.ndarray, side: int = 2, level: int = 60) -> np.ndarray:
+    """`grey` on a larger dark canvas, with a faint square speck in its top-left corner."""
+    canvas = np.zeros((grey.shape[0] + 20, grey.shape[1] + 20), np.uint8)
+    canvas[10:-10, 10:-10] = grey
+    canvas[1 : 1 + side, 1 : 1 + side] = level
+    return canvas
+
+
+def test_the_current_box_leaves_out_a_faint_speck_v1_kept(grey: np.ndarray) -> None:
+    specked = _with_speck(grey)
+    top, bottom, left, right = content_box(specked[5:, 5:], version=1)  # the chromosome alone
+    assert PREPROCESS_VERSION == 2
+    assert content_box(specked, version=2) == (top + 5, bottom + 5, left + 5, right + 5)
+    assert content_box(specked, version=1) == (1, bottom + 5, 1, right + 5)  # from the speck
+    assert np.array_equal(crop_chromosome(specked, version=2), crop_chromosome(grey))
+
+
+def test_the_current_box_keeps_every_large_piece() -> None:
+    """A chromosome the threshold cuts in two (a pale centromere) is still framed whole; a
+    piece under MIN_COMPONENT_SHARE of the largest is left out, one at it is kept."""
+    bright = np.zeros((80, 60), np.uint8)
+    bright[5:35, 10:20] = 200  # 300 px
+    bright[40:70, 10:20] = 200  # 300 px, apart from the first by a dark gap
+    assert content_box(bright, version=2) == (5, 70, 10, 20)
+    small = int(np.ceil(MIN_COMPONENT_SHARE * 300))
+    bright[75, 30 : 30 + small - 1] = 200  # just under the share: left out
+    assert content_box(bright, version=2) == (5, 70, 10, 20)
+    bright[75, 30 : 30 + small] = 200  # at the share: kept
+    assert content_box(bright, version=2) == (5, 76, 10, 30 + small)
+
+
+def test_an_unknown_preprocessing_version_is_refused(grey: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="preprocessing version 3"):
+        crop_chromosome(grey, version=3)
+
+
+def test_load_prepares_the_version_asked_for(grey: np.ndarray, tmp_path: Path) -> None:
+    path = write_image(tmp_path / "specked.png", _with_speck(grey))
+    assert np.array_equal(load(path), load(path, version=2))
+    assert load(path, version=1).shape != load(path, version=2).shape
+    assert np.array_equal(load_prepared(path, 32, version=1), prepare(load(path, version=1), 32))
 
 
 # --- bad inputs -------------------------------------------------------------------------------

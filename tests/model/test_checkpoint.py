@@ -135,3 +135,21 @@ def test_shipped_model_verifies_and_keeps_its_fingerprint():
     if not shipped.is_file():
         pytest.skip(f"{shipped} is not there")
     assert load_encoder(shipped).fingerprint == "a9f92d17759dca99"
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_every_supported_preprocessing_loads_and_no_other(tmp_path, version: int):
+    """An encoder trained by an earlier karyosearch keeps loading (and is fed its own crops,
+    `embed_files`); one from a version this karyosearch cannot prepare is refused."""
+    from dataclasses import replace
+
+    from karyosearch.data.image import PREPROCESS_VERSIONS
+
+    torch.manual_seed(1)
+    model = build_encoder(replace(tiny(), preprocess_version=version))
+    save_checkpoint(tmp_path / "m.pt", model)
+    if version in PREPROCESS_VERSIONS:
+        assert load_encoder(tmp_path / "m.pt").cfg.preprocess_version == version
+    else:
+        with pytest.raises(CheckpointError, match=f"trained on preprocessing v{version}"):
+            load_encoder(tmp_path / "m.pt")

@@ -62,6 +62,24 @@ def test_files_and_arrays_embed_the_same_pixels(encoder: Encoder, files: list[Pa
     assert np.allclose(direct, emb, atol=1e-4)
 
 
+def test_files_are_cropped_as_their_encoder_was_trained(tmp_path: Path) -> None:
+    """An encoder of preprocessing v1 (an earlier karyosearch's) gets v1 crops: a faint speck
+    in the corner stays in its content box; today's encoders get the box without it."""
+    specked = np.zeros((70, 40), np.uint8)
+    specked[10:60, 10:30] = chromosome_array(50, 20, seed=4)
+    specked[1:3, 1:3] = 60
+    path = write_image(tmp_path / "specked.png", specked)
+    assert load(path, version=1).shape != load(path, version=2).shape
+    for version in (1, 2):
+        torch.manual_seed(0)
+        cfg = EncoderConfig(image_size=32, stem="standard", preprocess_version=version)
+        enc = build_encoder(cfg).eval()
+        got = embed_files(enc, [path], fast=False)
+        want, _ = embed_arrays(enc, prepare_input(load(path, version=version), 32)[None], 1, False)
+        assert np.allclose(got.embeddings, want, atol=1e-5)
+        assert got.areas.tolist() == [foreground_area(load(path, version=version))]
+
+
 def test_nothing_to_embed_gives_empty_arrays(encoder: Encoder) -> None:
     got = embed_files(encoder, [])
     assert got.embeddings.shape == (0, EMBEDDING_DIM) and got.scores.shape == (0, 24)

@@ -170,3 +170,36 @@ def test_init_starts_from_a_checkpoint_and_refuses_a_leak_or_another_network(tmp
             ),
             log=lambda s: None,
         )
+
+
+def _as_preprocessing(path, version: int) -> None:
+    """Rewrite checkpoint `path` as if an earlier karyosearch, preparing images with
+    `version`, had written it (the fingerprint covers the weights only)."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw["config"]["preprocess_version"] = version
+    torch.save(raw, path)
+
+
+def test_a_run_on_older_preprocessing_is_not_resumed_but_its_weights_start_a_new_one(tmp_path):
+    from karyosearch.data.image import PREPROCESS_VERSION
+
+    data = make_folder_dataset(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    opts = TrainOptions(
+        data=str(data), out=str(out), epochs=3, image_size=32, overrides=PLAIN, max_minutes=0.0
+    )
+    train(opts, log=lambda s: None)
+    _as_preprocessing(tmp_path / "m.pt.last", 1)
+    with pytest.raises(UserError, match="started on preprocessing v1"):  # one run, one pipeline
+        train(TrainOptions(data=str(data), out=str(out), resume=True), log=lambda s: None)
+    _as_preprocessing(out, 1)
+    assert load_encoder(out).cfg.preprocess_version == 1  # still served, with its own crops
+    record = train(  # its weights are a start like any other; the new model is today's
+        TrainOptions(
+            data=str(data), out=str(tmp_path / "n.pt"), epochs=1, image_size=32,
+            overrides=PLAIN, init=str(out),
+        ),
+        log=lambda s: None,
+    )  # fmt: skip
+    assert record["init"]["path"] == str(out)
+    assert load_encoder(tmp_path / "n.pt").cfg.preprocess_version == PREPROCESS_VERSION
