@@ -80,9 +80,14 @@ def epochs_of(r: dict[str, Any]) -> int | None:
 
 
 def preset_of(r: dict[str, Any]) -> str:
-    """The preset, and the checkpoint the run started from (`train --init`): its dataset,
-    split, seed and epochs, so that runs from different starting points are not averaged."""
+    """The preset, the preprocessing its crops were made with where it is not the first
+    (`data.image.PREPROCESS_VERSION`; runs before it was recorded are v1), and the checkpoint
+    the run started from (`train --init`): its dataset, split, seed and epochs, so that runs
+    from different starting points or pipelines are not averaged."""
     preset = str(r.get("preset") or "?")
+    version = int(r.get("preprocess_version") or 1)
+    if version != 1:
+        preset += f", crops v{version}"
     init = (r.get("train") or {}).get("init")
     if init:
         epochs = (init.get("recipe") or {}).get("epochs")

@@ -103,6 +103,21 @@ def test_a_run_started_from_another_checkpoint_is_a_row_of_its_own(
     assert cells[5:] == ["2", "4.00 ± 1.41", "2.00 ± 1.41", "2 of 2 seeds"]
 
 
+def test_runs_on_another_preprocessing_are_a_row_of_their_own(make_table: ModuleType) -> None:
+    """Crops made another way (a later `PREPROCESS_VERSION`) are another pipeline: not averaged
+    with the v1 runs (which predate the key), nor compared with v1 runs from scratch."""
+    v1 = [fake_run(s, 0.90, 0.91) for s in (0, 1)]
+    v2 = [{**fake_run(s, 0.95, 0.94), "preprocess_version": 2} for s in (0, 1)]
+    for r in v2:
+        r["train"] = {**r["train"], "init": {"dataset": "/data/gband612", "split": "karyo",
+                                             "seed": 0, "recipe": {"epochs": 14}}}  # fmt: skip
+    results, _, by_seed = make_table.render(v1 + v2).partition("## Seed by seed")
+    rows = [line for line in results.splitlines() if line.startswith("| bioimlab |")]
+    presets = sorted(line.split("|")[4].strip() for line in rows)
+    assert presets == ["default", "default, crops v2, from gband612 karyo s0 e14"]
+    assert not [line for line in by_seed.splitlines() if "from scratch" in line]
+
+
 def test_single_seed_shows_the_mean_only(make_table: ModuleType) -> None:
     assert make_table.mean_std([0.5]) == "50.00"
     assert make_table.mean_std([]) == ""

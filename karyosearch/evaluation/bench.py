@@ -135,6 +135,7 @@ def evaluate(
         "arch": cfg.arch,
         "image_size": cfg.image_size,
         "stem": cfg.stem,
+        "preprocess_version": cfg.preprocess_version,
         "classifier": "nearest proxy" if cfg.uses_proxies else "argmax logits",
         "fingerprint": getattr(encoder, "fingerprint", None),
         "preset": record.get("preset"),
