@@ -6,13 +6,15 @@ foreground threshold (`data.image.FOREGROUND_DELTA`), the content box grows and 
 chromosome is framed smaller. This probe re-runs the encoder on validation crops, clean and
 degraded (`degrade.py`), with the content box found three ways:
 
-- `threshold`: the pipeline's (every pixel FOREGROUND_DELTA above the background);
+- `threshold`: preprocessing v1's (every pixel FOREGROUND_DELTA above the background);
 - `components`: the same mask, keeping its connected components (8-connected) of at least
-  5% of the largest one's area (`scipy.ndimage.label`);
+  5% of the largest one's area (`scipy.ndimage.label`): what this probe found, and what
+  preprocessing v2 does (`data.image.content_box`);
 - `erode1`: the box of the mask eroded by one pixel (3 x 3), grown back by one.
 
-It changes nothing in the library (the box is patched for the probe only) and reads no test
-crop: it is how a change to the pipeline would be chosen.
+It changes nothing in the library (the box is patched for the probe only; an encoder of
+either version sees all three) and reads no test crop: it is how a change to the pipeline
+would be chosen.
 
     .venv/bin/python benchmarks/probe_content_box.py \\
         --model models/bioimlab-proxy-resnext-cbam-64px.pt --data ../shared/data/bioimlab \\
@@ -56,17 +58,6 @@ def _box_of(mask: np.ndarray, grow: int = 0) -> Box:
             max(int(cols[0]) - grow, 0), min(int(cols[-1]) + 1 + grow, w))  # fmt: skip
 
 
-def components_box(bright: np.ndarray) -> Box:
-    from scipy import ndimage
-
-    mask = _mask(bright)
-    if not mask.any():
-        return None
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    areas = ndimage.sum(mask, labels, range(1, n + 1))
-    return _box_of(np.isin(labels, 1 + np.flatnonzero(areas >= 0.05 * areas.max())))
-
-
 def eroded_box(bright: np.ndarray) -> Box:
     mask = _mask(bright)
     p = np.pad(mask, 1)
@@ -77,10 +68,12 @@ def eroded_box(bright: np.ndarray) -> Box:
     return _box_of(core, grow=1) if core.any() else _box_of(mask)
 
 
-VARIANTS: dict[str, Callable[[np.ndarray], Box]] = {
-    "threshold": image.content_box,
-    "components": components_box,
-    "erode1": eroded_box,
+LIBRARY_BOX = image.content_box
+# (bright, version) -> box: each variant ignores the version it is called with
+VARIANTS: dict[str, Callable[[np.ndarray, int], Box]] = {
+    "threshold": lambda bright, _version: LIBRARY_BOX(bright, 1),
+    "components": lambda bright, _version: LIBRARY_BOX(bright, 2),
+    "erode1": lambda bright, _version: eroded_box(bright),
 }
 
 
@@ -114,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             _, scores = embed_arrays(encoder, arrays)
             results[variant][name] = float(np.mean(scores.argmax(1) == labels))
             print(f"{variant:10s} {name:13s} {100 * results[variant][name]:6.2f}%", flush=True)
-    image.content_box = VARIANTS["threshold"]
+    image.content_box = LIBRARY_BOX
     out = {
         "benchmark": "probe_content_box",
         "command": " ".join(sys.argv),
