@@ -104,7 +104,7 @@ def embed(model_path: Path, data: Path, degradation: str) -> tuple[StandIn, dict
         emb, scores = [], []
         for start in range(0, len(paths), 512):
             arrays = prepared(paths[start : start + 512], DEGRADATIONS[degradation],
-                              cfg.image_size, cfg.canvas)  # fmt: skip
+                              cfg.image_size, cfg.canvas, cfg.preprocess_version)  # fmt: skip
             e, s = embed_arrays(encoder, arrays)
             emb.append(e)
             scores.append(s)
