@@ -128,13 +128,26 @@ def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path
     assert load_encoder(tmp_path / "h.pt").fingerprint == ckpt.fingerprint
 
 
-def test_shipped_model_verifies_and_keeps_its_fingerprint():
+@pytest.mark.parametrize(
+    ("name", "fingerprint", "preprocess_version"),
+    [
+        ("bioimlab-proxy-resnext-cbam-64px.pt", "a9f92d17759dca99", 1),
+        ("gband612-proxy-resnext-cbam-64px.pt", "ea463aabb63a2598", 1),
+    ],
+)
+def test_shipped_models_verify_and_keep_their_fingerprints(
+    name: str, fingerprint: str, preprocess_version: int
+):
+    """The fingerprints models/README.md gives (an index records them), and the preprocessing
+    each was trained on (the crops it is fed)."""
     from pathlib import Path
 
-    shipped = Path(__file__).resolve().parents[2] / "models/bioimlab-proxy-resnext-cbam-64px.pt"
+    shipped = Path(__file__).resolve().parents[2] / "models" / name
     if not shipped.is_file():
         pytest.skip(f"{shipped} is not there")
-    assert load_encoder(shipped).fingerprint == "a9f92d17759dca99"
+    model = load_encoder(shipped)
+    assert model.fingerprint == fingerprint
+    assert model.cfg.preprocess_version == preprocess_version
 
 
 @pytest.mark.parametrize("version", [0, 1, 2, 3])
