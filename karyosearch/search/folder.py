@@ -104,9 +104,7 @@ class IndexCard:
     model_fingerprint: str  # weights_fingerprint of the encoder that made the vectors
     arch: str  # encoder architecture (resnext, proxy-resnext, proxy-resnext-cbam)
     image_size: int  # side S of the prepared images in px
-    preprocess_version: (
-        int  # the encoder's preprocessing version (data.image) the vectors were made with
-    )
+    preprocess_version: int  # the encoder's data.image preprocessing: how crops were made
     dimension: int = EMBEDDING_DIM  # embedding dimension D
     factory: str = DEFAULT_FACTORY  # FAISS factory string, wrapped in IDMap2
     count: int = 0  # live vectors in the index (= live rows in the store)
