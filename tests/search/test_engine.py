@@ -343,3 +343,35 @@ def test_factory_auto_records_what_it_built_and_is_kept_on_update(tmp_path: Path
     assert card.factory == "Flat"  # a dozen vectors: exact search; never the word "auto"
     again = plan_update(tmp_path / "idx", data, ckpt, factory="auto")
     assert again.factory == "Flat" and not again.rebuild  # auto again: the card's choice
+
+
+def test_an_index_of_a_v1_encoder_keeps_working_with_v1_crops(tmp_path: Path, enc: Encoder) -> None:
+    """An earlier karyosearch's encoder (preprocessing v1) and the index it built stay valid:
+    files are still cropped its way (a faint speck counts in v1's box), so every stored crop
+    finds itself at similarity 1, and an encoder of another preprocessing version is refused."""
+    from dataclasses import replace
+
+    from karyosearch.data.image import PREPROCESS_VERSION, load, read_grey
+
+    data = make_data(tmp_path / "data")
+    for path in data.rglob("*.png"):
+        grey = read_grey(path)
+        specked = np.zeros((grey.shape[0] + 12, grey.shape[1] + 12), np.uint8)
+        specked[6:-6, 6:-6] = grey
+        specked[0:2, 0:2] = 60  # a faint speck in the corner
+        write_image(path, specked)
+    assert load(path, version=1).shape != load(path, version=2).shape
+    old = build_encoder(replace(TINY, preprocess_version=1))
+    old.load_state_dict(enc.state_dict())
+    v1 = save_checkpoint(tmp_path / "v1.pt", old)
+    build_or_update(tmp_path / "idx", data, tmp_path / "v1.pt")
+    index = SearchIndex.open(tmp_path / "idx")
+    assert index.card.preprocess_version == 1 and index.card.model_fingerprint == v1.fingerprint
+    queries = sorted(str(p) for p in data.rglob("*.png"))
+    for query, r in zip(queries, index.query_images(queries, k=1), strict=True):
+        assert r.neighbours[0].path == query
+        assert r.neighbours[0].score == pytest.approx(1.0, abs=1e-4)
+    # the same weights (so the same fingerprint) on today's crops would be another model
+    assert enc.fingerprint == v1.fingerprint and PREPROCESS_VERSION != 1
+    with pytest.raises(ModelMismatchError, match="preprocessing version 1 .the model: 2"):
+        SearchIndex.open(tmp_path / "idx", model=enc)
