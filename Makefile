@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
-# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the shipped G-band encoder fine-tuned on
+# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the earlier (7-epoch) G-band encoder fine-tuned on
 # the BioImLab `paper` split, seed 0, 30 epochs (float16; its training record is inside the file).
 MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
 DEMO_INDEX ?= indexes/demo
