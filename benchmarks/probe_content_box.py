@@ -45,10 +45,6 @@ Box = tuple[int, int, int, int] | None
 CONDITIONS = ("clean", "scale 0.5", "gamma 0.7", "gamma 1.4", "blur sigma 1", "jpeg 50")
 
 
-def _mask(bright: np.ndarray) -> np.ndarray:
-    return bright > float(np.median(image._border(bright))) + image.FOREGROUND_DELTA
-
-
 def _box_of(mask: np.ndarray, grow: int = 0) -> Box:
     if not mask.any():
         return None
@@ -59,7 +55,7 @@ def _box_of(mask: np.ndarray, grow: int = 0) -> Box:
 
 
 def eroded_box(bright: np.ndarray) -> Box:
-    mask = _mask(bright)
+    mask = image.foreground_mask(bright)
     p = np.pad(mask, 1)
     core = np.ones_like(mask)
     for dy in (0, 1, 2):

@@ -145,17 +145,21 @@ def to_bright_on_dark(grey: np.ndarray, polarity: Polarity = "auto") -> np.ndarr
     return grey
 
 
+def foreground_mask(bright: np.ndarray) -> np.ndarray:
+    """The chromosome's pixels of a bright-on-dark image: `FOREGROUND_DELTA` brighter than the
+    background (the median of the outer ring)."""
+    return bright > float(np.median(_border(bright))) + FOREGROUND_DELTA
+
+
 def content_box(
     bright: np.ndarray, version: int = PREPROCESS_VERSION
 ) -> tuple[int, int, int, int] | None:
     """Bounding box (top, bottom, left, right; exclusive ends) of the chromosome, or None.
 
-    The background level is the median of the outer ring; chromosome pixels are those
-    `FOREGROUND_DELTA` brighter than it. From `version` 2 only the mask's connected components
-    of at least `MIN_COMPONENT_SHARE` of the largest one's area count.
+    Chromosome pixels are `foreground_mask`'s. From `version` 2 only the mask's connected
+    components of at least `MIN_COMPONENT_SHARE` of the largest one's area count.
     """
-    background = float(np.median(_border(bright)))
-    mask = bright > background + FOREGROUND_DELTA
+    mask = foreground_mask(bright)
     if not mask.any():
         return None
     if version >= 2:
