@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from karyosearch.data.datasets import read_dataset
+from karyosearch.data.rulings import CONTRADICTED_CELLS, audited, in_cells
 from karyosearch.data.splits import make_split
 from karyosearch.errors import UserError
 from karyosearch.evaluation.bench import evaluate
 from karyosearch.evaluation.figures import figures
+from karyosearch.evaluation.metrics import recall_at_k
 from karyosearch.evaluation.provenance import resolve_split
 from karyosearch.labels import CLASS_NAMES
 from karyosearch.model.checkpoint import load_encoder, save_checkpoint
@@ -154,3 +156,38 @@ def test_unrecorded_checkpoint_warns_and_resnext_uses_logits(tiny: tuple[Path, P
     check_result(ev.result, len(make_split("paper", dataset.groups(), 0).test))
     assert ev.result["classifier"] == "argmax logits"
     assert "does not record" in ev.result["warnings"][0]
+
+
+def test_audited_figures_leave_out_the_contradicted_cells(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # the tiny crops again, in a manifest that puts every third one in a cell the ruling names
+    data, ckpt = tiny
+    folders = read_dataset(data)
+    rows = ["path,label,cell_id"]
+    for i, it in enumerate(folders.items):
+        cell = "97002569.11.tiff" if i % 3 == 0 else f"1000{i % 4}.1.tiff"
+        rows.append(f"{it.path},{CLASS_NAMES[it.label]},{cell}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    dataset = read_dataset(manifest)
+    encoder = load_encoder(ckpt)
+    ev = evaluate(encoder, dataset, split="paper", seed=0, batch_size=16)
+    cell_of = {it.path: it.cell_id for it in dataset.items}
+    kept = np.asarray([cell_of[p] != "97002569.11.tiff" for p in ev.paths])
+    assert 0 < kept.sum() < len(kept)  # the split put crops of both kinds on the test side
+    audit = ev.result["audited"]
+    assert audit["n_test"] == kept.sum() and audit["left_out_cells"] == list(CONTRADICTED_CELLS)
+    assert audit["accuracy"] == pytest.approx(float(np.mean(ev.pred[kept] == ev.labels[kept])))
+    r1 = recall_at_k(ev.embeddings[kept], ev.labels[kept], (1,))[1]
+    assert audit["recall_at_k"]["1"] == pytest.approx(r1)
+    # without such cells there is nothing to audit
+    assert "audited" not in evaluate(encoder, folders, batch_size=16).result
+
+
+def test_a_cell_id_names_a_ruled_cell_by_its_whole_name() -> None:
+    assert in_cells("97002302.18.tiff", CONTRADICTED_CELLS)
+    assert in_cells("97002302.18", CONTRADICTED_CELLS)
+    assert not in_cells("97002302.180.tiff", CONTRADICTED_CELLS)  # another cell
+    assert not in_cells("97002302.1", CONTRADICTED_CELLS) and not in_cells(None, CONTRADICTED_CELLS)
+    assert audited(["97002302.18.tiff", None, "1.2"]).tolist() == [False, True, True]
