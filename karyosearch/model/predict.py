@@ -18,16 +18,31 @@ from ..labels import CLASS_NAMES
 # class mixes the proxies (moved towards the archive's class means) with the vote of its
 # nearest archived crops. Each index chooses its own setting on its own labelled crops
 # (`choose_archive_setting`, run when `karyosearch index` writes it): an archive of another
-# stain leans on its neighbours, one of the encoder's own stain on the proxies. The setting
-# below serves an index that cannot choose (too few labelled crops or cells, or a `resnext`
-# encoder): chosen on the validation queries of three stand-ins for an unseen lab, the
-# highest mean accuracy among the settings that beat the proxies alone on each
-# (benchmarks/bench_archive_call.py, results/archive_call.json). With the Q-band encoder
-# shipped since, the same rule picks k 16, w 1 at 86.00% mean validation accuracy, against
-# 85.96% for this setting: within 0.04 points, so the gentler setting is kept.
+# stain leans on its neighbours, one of the encoder's own stain on the proxies. An index that
+# cannot choose so (fewer than 4 labelled cells, or crops without cell ids) takes one of two
+# fallbacks by how many of its crops its proxies name right (`fallback_setting`). The
+# setting below serves only an index that has measured nothing (a `resnext` encoder, or a
+# card written before it chose): chosen on the validation queries of three stand-ins for an
+# unseen lab, the highest mean accuracy among the settings that beat the proxies alone on
+# each (benchmarks/bench_archive_call.py, results/archive_call.json).
 ARCHIVE_K = 5  # archived neighbours that vote
 ARCHIVE_WEIGHT = 0.85  # w: the neighbours' share of the call
 ARCHIVE_TEMPERATURE = 0.02  # T of the proxies' softmax (cosine scores); logits use T = 1
+
+# An index that cannot choose (fewer than 4 labelled cells, or crops without a cell id) is
+# of the encoder's own stain when its proxies name at least this share of its own labelled
+# crops right (the proxies never saw them; no cell needed), else of another stain, and takes
+# that side's fallback (`fallback_setting`). Set by reasoning, not tuned: the stand-ins'
+# archives sit far on either side (benchmarks/bench_archive_fallback.py).
+FALLBACK_PROXY_SHARE = 0.8
+
+# The two fallbacks, chosen on validation queries of small archives (1-3 whole cells) and of
+# archives without cell ids, on each side of FALLBACK_PROXY_SHARE the setting with the highest
+# mean accuracy (benchmarks/bench_archive_fallback.py, results/archive_fallback.json): of the
+# encoder's own stain, a nudge that keeps the proxies' call (the fixed setting above cost
+# 4.0 points on one-cell G-band archives); of another stain, the neighbours alone.
+OWN_STAIN_FALLBACK = (5, 0.05, 0.45)  # k, T, w
+OTHER_STAIN_FALLBACK = (5, 0.02, 1.0)
 
 # What an index may choose from (benchmarks/bench_archive_call.py measures the same grid).
 ARCHIVE_KS = (5, 8, 16)
@@ -49,7 +64,7 @@ class ArchiveSetting:
     temperature: float = ARCHIVE_TEMPERATURE
     weight: float = ARCHIVE_WEIGHT
     centroid_weight: float = 0.0
-    chosen: bool = False  # chosen by the index on its own crops (else the fixed setting)
+    chosen: bool = False  # chosen by the index on its own crops (else a fallback or fixed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +76,14 @@ class ArchiveSetting:
             return cls()
         names = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def fallback_setting(proxy_share: float) -> ArchiveSetting:
+    """The setting of an index that cannot choose its own, from the share of its labelled
+    crops its proxies name right: at least FALLBACK_PROXY_SHARE, an archive of the encoder's
+    own stain (the proxies keep the call); below it, of another stain (the neighbours decide)."""
+    k, t, w = OWN_STAIN_FALLBACK if proxy_share >= FALLBACK_PROXY_SHARE else OTHER_STAIN_FALLBACK
+    return ArchiveSetting(k=k, temperature=t, weight=w)
 
 
 @dataclass

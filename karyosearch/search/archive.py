@@ -9,9 +9,11 @@ serves both, so each index chooses its own on its own labelled crops: whole cell
 the class means of the *other* cells and its nearest crops of other cells, and the setting
 that names most of them right is recorded in the card (`archive`). `karyosearch index`
 chooses again when a write changes the number of labelled crops by RECALIBRATE_CHANGE or
-more, or the model; an index with fewer than MIN_CELLS labelled cells keeps the fixed
-setting, and so does one built with the `resnext` classifier (its scores are logits, not
-cosines to proxies).
+more, or the model. An index with fewer than MIN_CELLS labelled cells (a lab starting out, or
+a folder of crops without cell ids) cannot name its crops from other cells; it measures how
+many of them its proxies name right and takes the fallback for an archive of the encoder's
+own stain or of another (`model.predict.fallback_setting`). One built with the `resnext`
+classifier keeps the fixed setting (its scores are logits, not cosines to proxies).
 
 Class means come from the per-segment class sums the stores keep (`store.read_class_sums`),
 less the rows the tombstones delete, so opening an index reads no vector for them.
@@ -26,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from ..labels import CLASS_NAMES
-from ..model.predict import ARCHIVE_KS, ArchiveSetting, choose_archive_setting
+from ..model.predict import (
+    ARCHIVE_KS,
+    FALLBACK_PROXY_SHARE,
+    ArchiveSetting,
+    choose_archive_setting,
+    fallback_setting,
+)
 from .folder import IndexCard, IndexFolder, read_card, read_index_folder
 from .segments import write_generation
 from .store import read_class_sums, read_embeddings, sum_classes
@@ -102,9 +110,9 @@ def choose(
     with_cell = np.flatnonzero((rows.labels >= 0) & np.asarray([bool(c) for c in rows.cell_ids]))
     cells = np.asarray(rows.cell_ids, dtype=object)[with_cell]
     unique = np.unique(cells) if len(cells) else np.zeros(0, dtype=object)
-    if len(unique) < MIN_CELLS or len(with_cell) < MIN_CROPS:
-        return {**entry, **ArchiveSetting().to_dict(), "reason": "too few labelled cells"}
     rng = np.random.default_rng(seed)
+    if len(unique) < MIN_CELLS or len(with_cell) < MIN_CROPS:
+        return {**entry, **fallback(folder, unit_proxies, rng)}
     picked, n = [], 0
     for cell in rng.permutation(unique):
         if n >= CALIBRATION_CROPS:
@@ -151,6 +159,32 @@ def choose(
     }
 
 
+def fallback(folder: IndexFolder, unit_proxies: np.ndarray, rng: np.random.Generator) -> dict:
+    """The setting, reason and measure of an index too small (or without cell ids) to choose
+    its own: the share of its labelled crops (CALIBRATION_CROPS at most, drawn) that its
+    proxies name right decides between the two fallbacks."""
+    rows = folder.rows
+    labelled = np.flatnonzero(rows.labels >= 0)
+    why = f"fewer than {MIN_CELLS} labelled cells ({MIN_CROPS} crops) with a cell id"
+    if len(labelled) == 0:
+        return {**ArchiveSetting().to_dict(), "reason": f"{why}, and no labelled crop"}
+    if len(labelled) > CALIBRATION_CROPS:
+        labelled = np.sort(rng.choice(labelled, CALIBRATION_CROPS, replace=False))
+    vectors = folder.embeddings_of(rows.ids[labelled])
+    scores = vectors @ np.asarray(unit_proxies, np.float32).T
+    share = float(np.mean(scores.argmax(axis=1) == rows.labels[labelled]))
+    own = share >= FALLBACK_PROXY_SHARE
+    kind = "the encoder's own stain" if own else "another stain or lab"
+    return {
+        **fallback_setting(share).to_dict(),
+        "fallback": "own stain" if own else "other stain",
+        "reason": f"{why}; its proxies name {100 * share:.1f}% of {len(labelled)} of its "
+        f"labelled crops, so the fallback for an archive of {kind}",
+        "measured_on": {"crops": len(labelled)},
+        "accuracy": {"proxies": share},
+    }
+
+
 def calibrate_if_due(index_dir: Any, encoder: Any, labelled: int) -> IndexCard | None:
     """Under the writer lock, after a write: when the index (now holding `labelled` labelled
     crops) is due (`is_due`), choose its setting again with `encoder`'s proxies (the fixed
@@ -183,7 +217,10 @@ def describe(entry: dict[str, Any]) -> str:
     )
     if not setting.chosen:
         why = entry.get("reason", "not chosen yet; `karyosearch index` chooses when it next runs")
-        return f"archive call: the fixed setting ({how}): {why}"
+        which = (
+            f"the {entry['fallback']} fallback" if entry.get("fallback") else "the fixed setting"
+        )
+        return f"archive call: {which} ({how}): {why}"
     accuracy = entry.get("accuracy", {})
     measured = entry.get("measured_on", {})
     return (

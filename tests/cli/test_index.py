@@ -51,8 +51,9 @@ def test_index_prints_a_summary_and_reports_rejected(built: dict) -> None:
         "removed 0",
         "rejected 1",
         "img/s",
-        "archive call: the fixed setting",  # what the index chose, and why (no cells here)
-        "too few labelled cells",
+        "archive call: the ",  # what the index chose, and why (no cells here: a fallback)
+        "fallback (k 5",
+        "fewer than 4 labelled cells",
     ):
         assert text in out
     assert "broken.png" in built["summary"].stderr

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from karyosearch.labels import CLASS_NAMES
-from karyosearch.model.predict import ArchiveSetting, choose_archive_setting
+from karyosearch.model.predict import (
+    FALLBACK_PROXY_SHARE,
+    OTHER_STAIN_FALLBACK,
+    OWN_STAIN_FALLBACK,
+    ArchiveSetting,
+    choose_archive_setting,
+    fallback_setting,
+)
 from karyosearch.search import archive as archive_mod
 from karyosearch.search.archive import class_means, class_sums, is_due, unit_rows
 from karyosearch.search.engine import SearchIndex
@@ -140,11 +147,35 @@ def test_an_index_chooses_from_other_cells_only(
     np.testing.assert_allclose(seen["scores"], x @ means.T, atol=1e-5)
 
 
-def test_too_few_cells_keep_the_fixed_setting(tmp_path: Path) -> None:
+def test_too_few_cells_take_the_fallback_their_proxies_call_for(tmp_path: Path) -> None:
     rows, means = archive_rows(cells=3)
-    write_archive(tmp_path / "idx", rows)
-    entry = archive_mod.choose(read_index_folder(tmp_path / "idx"), means)
-    assert not entry["chosen"] and ArchiveSetting.from_dict(entry) == ArchiveSetting()
+    write_archive(tmp_path / "own", rows)
+    # the crops scatter around the proxies: they name every crop, the archive is of their stain
+    entry = archive_mod.choose(read_index_folder(tmp_path / "own"), means)
+    assert not entry["chosen"] and entry["fallback"] == "own stain"
+    assert entry["accuracy"]["proxies"] == 1.0 and entry["measured_on"] == {"crops": len(rows)}
+    assert ArchiveSetting.from_dict(entry) == fallback_setting(1.0)
+    assert "100.0% of 144" in entry["reason"]
+    # proxies of another stain: each class's proxy is another class's mean
+    other = archive_mod.choose(read_index_folder(tmp_path / "own"), np.roll(means, 1, axis=0))
+    assert other["fallback"] == "other stain" and other["accuracy"]["proxies"] == 0.0
+    assert ArchiveSetting.from_dict(other) == fallback_setting(0.0)
+    # no labelled crop at all: nothing to measure, nothing to vote: the fixed setting
+    rows.labels[:] = -1
+    write_archive(tmp_path / "unlabelled", rows)
+    none = archive_mod.choose(read_index_folder(tmp_path / "unlabelled"), means)
+    assert "fallback" not in none and ArchiveSetting.from_dict(none) == ArchiveSetting()
+
+
+def test_the_fallbacks_split_at_the_proxies_share() -> None:
+    own, other = (
+        fallback_setting(FALLBACK_PROXY_SHARE),
+        fallback_setting(FALLBACK_PROXY_SHARE - 1e-9),
+    )
+    assert (own.k, own.temperature, own.weight) == OWN_STAIN_FALLBACK
+    assert (other.k, other.temperature, other.weight) == OTHER_STAIN_FALLBACK
+    assert own.weight < other.weight  # the own stain's archive leans on the proxies
+    assert not own.chosen and not other.chosen
 
 
 def test_the_index_chooses_again_only_when_its_labelled_crops_change_enough() -> None:
@@ -185,6 +216,7 @@ def test_indexing_records_the_choice_once(tmp_path: Path, ckpt: Path) -> None:  
     built = read_card(tmp_path / "idx")
     assert built.archive["labelled"] == 12
     assert built.archive["model_fingerprint"] == built.model_fingerprint
-    assert not built.archive["chosen"]  # a folder of crops without cells: the fixed setting
+    assert not built.archive["chosen"]  # a folder of crops without cells: a fallback
+    assert built.archive["fallback"] in ("own stain", "other stain")
     build_or_update(tmp_path / "idx", data, ckpt)  # nothing new: nothing written
     assert read_card(tmp_path / "idx").generation == built.generation
