@@ -174,3 +174,16 @@ def test_networks_are_compared_on_the_seeds_both_ran(
     # the results table took only its own rows, not the pairs'
     results_block = text.split("\n\nProse.")[0]
     assert pairs[0] not in results_block
+
+
+def test_audited_figures_join_a_row_where_every_run_has_them(make_table: ModuleType) -> None:
+    runs = [fake_run(0, 0.90, 0.91), fake_run(1, 0.92, 0.93)]
+    for r, acc in zip(runs, (0.94, 0.96), strict=True):
+        r["audited"] = {"accuracy": acc, "recall_at_k": {"1": acc - 0.01}}
+    key = make_table.group_key(runs[0])
+    cells = [c.strip() for c in make_table.our_row(key, runs).strip("|").split("|")]
+    assert cells[7] == "91.00 ± 1.41 (audited 95.00 ± 1.41)"
+    assert cells[11] == "92.00 ± 1.41 (audited 94.00 ± 1.41)"
+    del runs[1]["audited"]  # one run without: no audited figure for the row
+    cells = [c.strip() for c in make_table.our_row(key, runs).strip("|").split("|")]
+    assert cells[7] == "91.00 ± 1.41" and cells[11] == "92.00 ± 1.41"
