@@ -22,9 +22,10 @@ from ..labels import CLASS_NAMES
 # cannot choose so (fewer than 4 labelled cells, or crops without cell ids) takes one of two
 # fallbacks by how many of its crops its proxies name right (`fallback_setting`). The
 # setting below serves only an index that has measured nothing (a `resnext` encoder, or a
-# card written before it chose): chosen on the validation queries of three stand-ins for an
-# unseen lab, the highest mean accuracy among the settings that beat the proxies alone on
-# each (benchmarks/bench_archive_call.py, results/archive_call.json).
+# card written before it chose): chosen with the earlier encoders on the validation queries
+# of three stand-ins for an unseen lab, the highest mean accuracy among the settings that beat
+# the proxies alone on each (benchmarks/bench_archive_call.py). With today's encoders that
+# rule picks another (results/archive_call.json, `chosen`); kept, as so few indexes use it.
 ARCHIVE_K = 5  # archived neighbours that vote
 ARCHIVE_WEIGHT = 0.85  # w: the neighbours' share of the call
 ARCHIVE_TEMPERATURE = 0.02  # T of the proxies' softmax (cosine scores); logits use T = 1

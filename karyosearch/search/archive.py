@@ -165,7 +165,7 @@ def fallback(folder: IndexFolder, unit_proxies: np.ndarray, rng: np.random.Gener
     proxies name right decides between the two fallbacks."""
     rows = folder.rows
     labelled = np.flatnonzero(rows.labels >= 0)
-    why = f"fewer than {MIN_CELLS} labelled cells ({MIN_CROPS} crops) with a cell id"
+    why = f"fewer than {MIN_CELLS} labelled cells, or {MIN_CROPS} labelled crops, with a cell id"
     if len(labelled) == 0:
         return {**ArchiveSetting().to_dict(), "reason": f"{why}, and no labelled crop"}
     if len(labelled) > CALIBRATION_CROPS:
