@@ -120,12 +120,7 @@ def evaluate(
         "split": name,
         "seed": number,
         "part": part,
-        "n_test": len(labels),
-        "accuracy": report.accuracy,
-        "precision": report.precision,
-        "recall": report.recall,
-        "f1": report.f1,
-        "recall_at_k": {str(k): curve[k] for k in REPORT_KS},
+        **_figures(report, curve, len(labels)),
         "recall_at_k_curve": {str(k): v for k, v in curve.items()},
         "macro_average": "over classes present in the truth or the predictions; 0/0 counts as 0",
         "classes_averaged": int(report.averaged.sum()),
@@ -167,19 +162,24 @@ def evaluate(
     return Evaluation(_json_safe(result), embedded.embeddings, labels, pred, embedded.paths)
 
 
-def _audited(embeddings: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """The headline figures of a test part without the label-contradicted cells' crops."""
-    report = classification_report(pred, labels, len(CLASS_NAMES))
-    curve = recall_at_k(embeddings, labels, REPORT_KS)
+def _figures(report: Any, curve: dict[int, float], n: int) -> dict[str, Any]:
+    """The figures DESIGN.md names, of n test crops: accuracy, macro precision / recall / F1
+    (`report`, a `metrics.classification_report`) and Recall@K (`curve`) at REPORT_KS."""
     return {
-        "left_out_cells": list(CONTRADICTED_CELLS),
-        "n_test": len(labels),
+        "n_test": n,
         "accuracy": report.accuracy,
         "precision": report.precision,
         "recall": report.recall,
         "f1": report.f1,
         "recall_at_k": {str(k): curve[k] for k in REPORT_KS},
     }
+
+
+def _audited(embeddings: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The headline figures of a test part without the label-contradicted cells' crops."""
+    report = classification_report(pred, labels, len(CLASS_NAMES))
+    curve = recall_at_k(embeddings, labels, REPORT_KS)
+    return {"left_out_cells": list(CONTRADICTED_CELLS), **_figures(report, curve, len(labels))}
 
 
 def bench(
