@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
-# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the earlier (7-epoch) G-band encoder fine-tuned on
-# the BioImLab `paper` split, seed 0, 30 epochs (float16; its training record is inside the file).
+# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the 21-epoch G-band encoder fine-tuned on
+# the BioImLab `paper` split, seed 1, 30 epochs (float16; its training record is inside the file).
 MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
-# Index every BioImLab image, then query two images of the model's test split (a 21 and a Y).
+# Index every BioImLab image, then query two images of the model's test split (its first 21, and a Y).
 demo: $(VENV)/.installed
 	$(KS) index $(DATA)/bioimlab --index $(DEMO_INDEX)   # no --model: the shipped encoder for the stain
-	$(KS) query "$(BIOIMLAB)/41/41 21b.bmp" "$(BIOIMLAB)/31/31 24.bmp" --index $(DEMO_INDEX) -k 5
+	$(KS) query "$(BIOIMLAB)/10/10 21b.bmp" "$(BIOIMLAB)/31/31 24.bmp" --index $(DEMO_INDEX) -k 5
 
 # Serve the demo index (built by `make demo`) on http://127.0.0.1:8000/ : the page at /, the
 # API documentation at /docs. Writes stay off unless KARYOSEARCH_WRITE_TOKEN is set.

@@ -73,8 +73,8 @@ def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
 
 
 def test_the_bundled_model_still_loads_as_it_was_trained():
-    """models/bioimlab-proxy-resnext-cbam-64px.pt predates the image size stored once: it keeps
-    its config's size (64 px) and the fingerprint it was shipped with."""
+    """models/bioimlab-proxy-resnext-cbam-64px.pt loads with its config's size (64 px), the
+    fingerprint it was shipped with and the split its card names (`paper`, seed 1)."""
     from pathlib import Path
 
     bundled = Path(__file__).resolve().parents[2] / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
@@ -83,7 +83,7 @@ def test_the_bundled_model_still_loads_as_it_was_trained():
     model = load_encoder(bundled)
     assert model.cfg.image_size == 64 and model.cfg.arch == "proxy-resnext-cbam"
     assert model.fingerprint == read_checkpoint(bundled).fingerprint
-    assert model.train_record["split"] == "paper" and model.train_record["seed"] == 0
+    assert model.train_record["split"] == "paper" and model.train_record["seed"] == 1
 
 
 def corrupt_copy(src, dst, n: int = 64):  # noqa: ANN001, ANN201
@@ -131,7 +131,7 @@ def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path
 @pytest.mark.parametrize(
     ("name", "fingerprint", "preprocess_version"),
     [
-        ("bioimlab-proxy-resnext-cbam-64px.pt", "a9f92d17759dca99", 1),
+        ("bioimlab-proxy-resnext-cbam-64px.pt", "4439464e5d14938d", 2),
         ("gband612-proxy-resnext-cbam-64px.pt", "455224c0fc6d7033", 2),
     ],
 )
