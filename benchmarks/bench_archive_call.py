@@ -134,6 +134,16 @@ def embed(model_path: Path, data: Path, degradation: str) -> tuple[StandIn, dict
     return StandIn("", emb, scores, labels, side, len(unique), cells), info
 
 
+def read_stand_in(spec: str) -> tuple[StandIn, dict]:
+    """The stand-in `NAME=MODEL:DATA[:DEGRADATION]` (`--stand-in`), embedded (`embed`)."""
+    name, rest = spec.split("=", 1)
+    model, data, *deg = rest.split(":")
+    print(f"{name}: embedding {data} with {model} ({deg[0] if deg else 'clean'})", flush=True)
+    s, info = embed(Path(model), Path(data), deg[0] if deg else "clean")
+    s.name = name
+    return s, info
+
+
 def index_call(s: StandIn, model_path: Path) -> dict:
     """The call `karyosearch` itself makes with an index of the stand-in's archive: the
     archive half written as an index folder, the index choosing its own setting on its own
@@ -242,13 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     stand_ins, infos = [], {}
     for spec in args.stand_in:
-        name, rest = spec.split("=", 1)
-        model, data, *deg = rest.split(":")
-        print(f"{name}: embedding {data} with {model} ({deg[0] if deg else 'clean'})", flush=True)
-        s, info = embed(Path(model), Path(data), deg[0] if deg else "clean")
-        s.name = name
+        s, info = read_stand_in(spec)
+        infos[s.name] = info
         stand_ins.append(s)
-        infos[name] = info
     grid = []  # validation accuracy of every setting, per stand-in and averaged
     proxies = [accuracies(s, KS[0], 0.0, 1.0, part=1)["proxies"] for s in stand_ins]
     for k in KS:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_archive_call import KS, TEMPERATURES, WEIGHTS, StandIn, embed  # noqa: E402
+from bench_archive_call import KS, TEMPERATURES, WEIGHTS, StandIn, read_stand_in  # noqa: E402
 
 from karyosearch.labels import CLASS_NAMES  # noqa: E402
 from karyosearch.model.predict import (  # noqa: E402
@@ -119,10 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     cases = []  # one per (stand-in, archive)
     infos = {}
     for spec in args.stand_in:
-        name, rest = spec.split("=", 1)
-        model, data, *deg = rest.split(":")
-        print(f"{name}: embedding {data} with {model} ({deg[0] if deg else 'clean'})", flush=True)
-        s, infos[name] = embed(Path(model), Path(data), deg[0] if deg else "clean")
+        s, info = read_stand_in(spec)
+        name = s.name
+        infos[name] = info
         val, test = np.flatnonzero(s.side == 1), np.flatnonzero(s.side == 2)
         for label, rows in archives(s, rng):
             share = float(np.mean(s.scores[rows].argmax(1) == s.labels[rows]))
@@ -132,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
                 "own_stain": share >= FALLBACK_PROXY_SHARE,
                 "val": [accuracy(s, val, nb_val, g) for g in grid],
                 "test": {"proxies": accuracy(s, test, nb_test, None),
-                         "before": accuracy(s, test, nb_test, before),
-                         "_nb": nb_test, "_s": s, "_q": test},
+                         "before": accuracy(s, test, nb_test, before)},
+                "test_queries": (s, test, nb_test),
                 "val_proxies": accuracy(s, val, nb_val, None),
             })  # fmt: skip
     sides = {}
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         best = max(range(len(grid)), key=lambda i: (round(mean_val[i], 12), -grid[i][2]))
         k, t, w = grid[best]
         for c in mine:
-            c["test"]["chosen"] = accuracy(c["test"]["_s"], c["test"]["_q"], c["test"]["_nb"],
-                                           grid[best])  # fmt: skip
+            c["test"]["chosen"] = accuracy(*c["test_queries"], grid[best])
         sides["own stain" if own else "other stain"] = {
             "chosen": {"k": k, "temperature": t, "weight": w, "val": float(mean_val[best])},
             "val_proxies": float(np.mean([c["val_proxies"] for c in mine])),

@@ -22,6 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,15 +78,23 @@ def prepared(paths: list[str], degrade, size: int, canvas: int, version: int) ->
         return np.stack(list(pool.map(one, paths)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def own_part(args: argparse.Namespace) -> tuple[Any, Any, str, int, list[str], np.ndarray]:
+    """(encoder, dataset, split, seed, warnings, rows of `args.part`) for `--model`, `--data`:
+    the split and seed default to the ones the model trained on; warnings are printed."""
     encoder = load_encoder(args.model)
     dataset = read_dataset(args.data)
-    record = encoder.train_record or {}
-    split, seed, warnings = resolve_split(record, dataset, args.split, args.seed)
+    split, seed, warnings = resolve_split(
+        encoder.train_record or {}, dataset, args.split, args.seed
+    )
     for warning in warnings:
         print(f"warning: {warning}", flush=True)
-    test = getattr(split_dataset(dataset, split, seed), args.part)
+    rows = getattr(split_dataset(dataset, split, seed), args.part)
+    return encoder, dataset, split, seed, warnings, rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    encoder, dataset, split, seed, warnings, test = own_part(args)
     if args.limit and args.limit < len(test):
         test = np.sort(np.random.default_rng(0).choice(test, args.limit, replace=False))
     paths = [str(dataset.items[i].path) for i in test]

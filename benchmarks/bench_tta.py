@@ -24,13 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import prepared  # noqa: E402
+from bench_robustness import own_part, prepared  # noqa: E402
 
-from karyosearch.data.datasets import read_dataset  # noqa: E402
-from karyosearch.data.splits import split_dataset  # noqa: E402
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
-from karyosearch.evaluation.provenance import resolve_split  # noqa: E402
-from karyosearch.model.checkpoint import load_encoder  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import predicted_classes  # noqa: E402
 from karyosearch.util.atomic import write_json  # noqa: E402
@@ -67,14 +63,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    encoder = load_encoder(args.model)
-    dataset = read_dataset(args.data)
-    split, seed, warnings = resolve_split(
-        encoder.train_record or {}, dataset, args.split, args.seed
-    )
-    for warning in warnings:
-        print(f"warning: {warning}", flush=True)
-    part = getattr(split_dataset(dataset, split, seed), args.part)
+    encoder, dataset, split, seed, warnings, part = own_part(args)
     paths = [str(dataset.items[i].path) for i in part]
     labels = np.asarray([dataset.items[i].label for i in part])
     cfg = encoder.cfg
