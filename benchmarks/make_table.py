@@ -82,8 +82,9 @@ def epochs_of(r: dict[str, Any]) -> int | None:
 def preset_of(r: dict[str, Any]) -> str:
     """The preset, the preprocessing its crops were made with where it is not the first
     (`data.image.PREPROCESS_VERSION`; runs before it was recorded are v1), and the checkpoint
-    the run started from (`train --init`): its dataset, split, seed and epochs, so that runs
-    from different starting points or pipelines are not averaged."""
+    the run started from (`train --init`): its dataset, split, seed and epochs, and the recipe
+    fields the run changed (`run_benchmarks.py --set`), so that runs from different starting
+    points, pipelines or recipes are not averaged."""
     preset = str(r.get("preset") or "?")
     version = int(r.get("preprocess_version") or 1)
     if version != 1:
@@ -95,6 +96,8 @@ def preset_of(r: dict[str, Any]) -> str:
             f", from {Path(str(init.get('dataset') or '?')).name} {init.get('split', '?')} "
             f"s{init.get('seed', '?')}" + (f" e{epochs}" if epochs is not None else "")
         )
+    overrides = (r.get("run") or {}).get("recipe_overrides") or {}
+    preset += "".join(f", {key}={value}" for key, value in sorted(overrides.items()))
     return preset
 
 

@@ -10,6 +10,10 @@ Example (the paper's comparison on BioImLab, both splits, 5 seeds):
     python benchmarks/run_benchmarks.py --data bioimlab=../shared/data/bioimlab \\
         --arch resnext --arch proxy-resnext --arch proxy-resnext-cbam \\
         --split paper --split cell --seeds 0-4 --preset default
+
+A recipe field changed for every run (`--set lr=2e-4`, as `karyosearch train --set`) goes into
+the run names (`...-set_lr2e-4`) and the JSON (`run.recipe_overrides`), so that the table
+never averages it with the preset's own recipe.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from karyosearch.errors import UserError  # noqa: E402
+from karyosearch.train.recipe import parse_overrides  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "runs"
 RUNS = REPO / "runs"
 
@@ -44,6 +53,7 @@ class Run:
     epochs: int | None = None  # overrides the preset
     image_size: int | None = None  # overrides the preset
     init: tuple[str, Path] | None = None  # (short name, checkpoint) to start from
+    overrides: tuple[str, ...] = ()  # recipe fields changed, KEY=VALUE as `train --set` takes
 
     @property
     def name(self) -> str:
@@ -54,6 +64,9 @@ class Run:
             parts.append(f"px{self.image_size}")
         if self.init is not None:
             parts.append(f"init_{self.init[0]}")
+        if self.overrides:
+            kept = (re.sub(r"[^A-Za-z0-9.+-]", "", o) for o in self.overrides)
+            parts.append("set_" + "_".join(kept))
         return "-".join(parts)
 
 
@@ -79,8 +92,9 @@ def parse_data(spec: str) -> tuple[str, Path]:
 def plan(args: argparse.Namespace) -> list[Run]:
     datasets = [parse_data(d) for d in args.data]
     init = parse_data(args.init) if args.init else None
+    sets = tuple(args.set or ())
     return [
-        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size, init)
+        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size, init, sets)
         for (name, path), arch, split, preset, seed in itertools.product(
             datasets, args.arch, args.split, args.preset, parse_seeds(args.seeds)
         )
@@ -139,6 +153,8 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         train_cmd += ["--max-minutes", str(args.max_minutes)]
     if run.init is not None:
         train_cmd += ["--init", str(run.init[1])]
+    for item in run.overrides:
+        train_cmd += ["--set", item]
     train_wall = 0.0
     if not done.exists():
         if model.with_name(model.name + ".last").exists():
@@ -185,6 +201,7 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         "epochs_override": run.epochs,
         "image_size_override": run.image_size,
         "init": str(run.init[1]) if run.init is not None else None,
+        "recipe_overrides": parse_overrides(list(run.overrides)),
         "train_command": shlex.join(train_cmd),
         "train_wall_seconds": train_wall if train_wall == train_wall else None,
         "bench_wall_seconds": bench_wall,
@@ -215,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         help="NAME=CHECKPOINT: start every run from these weights (run names end init_NAME)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change one recipe field for every run, as `karyosearch train --set` (repeatable; "
+        "run names end set_KEYVALUE)",
+    )
     ap.add_argument("--max-minutes", type=float, help="per-run training wall-time cap")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=64, help="bench batch size")
@@ -226,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.init and "=" not in args.init:
         ap.error("--init takes NAME=CHECKPOINT (NAME goes into the run names)")
+    try:
+        parse_overrides(args.set or [])
+    except UserError as err:
+        ap.error(str(err))
     args.arch = args.arch or ["resnext", "proxy-resnext", "proxy-resnext-cbam"]
     args.split = args.split or ["paper", "cell"]
     args.preset = args.preset or ["default"]

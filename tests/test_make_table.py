@@ -187,3 +187,16 @@ def test_audited_figures_join_a_row_where_every_run_has_them(make_table: ModuleT
     del runs[1]["audited"]  # one run without: no audited figure for the row
     cells = [c.strip() for c in make_table.our_row(key, runs).strip("|").split("|")]
     assert cells[7] == "91.00 ± 1.41" and cells[11] == "92.00 ± 1.41"
+
+
+def test_runs_with_a_recipe_change_are_a_row_of_their_own(make_table: ModuleType) -> None:
+    """A run whose recipe was changed (`run_benchmarks.py --set lr=2e-4`) is not averaged with
+    the preset's own runs."""
+    own = [fake_run(s, 0.90, 0.91) for s in (0, 1)]
+    changed = [fake_run(s, 0.95, 0.94) for s in (0, 1)]
+    for r in changed:
+        r["run"] = {**r["run"], "recipe_overrides": {"lr": 0.0002, "ema": 0.99}}
+    results, _, _ = make_table.render(own + changed).partition("## Seed by seed")
+    rows = [line for line in results.splitlines() if line.startswith("| bioimlab |")]
+    presets = sorted(line.split("|")[4].strip() for line in rows)
+    assert presets == ["default", "default, ema=0.99, lr=0.0002"]
