@@ -1,8 +1,12 @@
-"""Shared fixtures: paths to the real data beside the repository, and small made-up images."""
+"""Shared fixtures: paths to the real data beside the repository, small made-up images, and
+the benchmark scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -11,6 +15,18 @@ from PIL import Image
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BIOIMLAB = DATA / "bioimlab"
 GBAND = DATA / "gband612"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """`benchmarks/<name>.py` as a module (a script folder, not a package), registered under
+    `name` in sys.modules, where dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def need(path: Path) -> Path:

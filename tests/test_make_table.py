@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "make_table.py"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def make_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("make_table")
 
 
 def fake_run(seed: int, accuracy: float, r1: float) -> dict:
