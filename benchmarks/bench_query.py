@@ -57,7 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def images(args: argparse.Namespace, n: int) -> list[str]:
     """n image files spread over the dataset (every k-th of the sorted files)."""
-    files = sorted(str(p) for p in args.data.rglob("*") if p.suffix.lower() in (".bmp", ".png"))
+    from karyosearch.data.image import IMAGE_SUFFIXES
+
+    files = sorted(
+        str(p) for p in args.data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )  # gband612 names its cell folders `<cell>.tiff`
     step = max(1, len(files) // n)
     return files[::step][:n]
 
