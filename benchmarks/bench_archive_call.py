@@ -25,7 +25,7 @@ keeps only the test part of the model's split when the data is its training set)
 
     .venv/bin/python benchmarks/bench_archive_call.py \\
         --stand-in q-on-g=models/bioimlab-proxy-resnext-cbam-64px.pt:../shared/data/gband612 \\
-        --stand-in g-on-q=models/gband612-proxy-resnext-cbam-64px.pt:../shared/data/bioimlab
+        --stand-in g-on-q=models/gband612-proxy-resnext-cbam-96px.pt:../shared/data/bioimlab
 """
 
 from __future__ import annotations

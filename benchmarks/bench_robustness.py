@@ -7,7 +7,7 @@ degradation: nearest-proxy accuracy, Recall@1 among the degraded test crops, and
 from the clean figure in points. The target (issue 15): every drop at most 2 points.
 
     .venv/bin/python benchmarks/bench_robustness.py \\
-        --model models/gband612-proxy-resnext-cbam-64px.pt --data ../shared/data/gband612 \\
+        --model models/gband612-proxy-resnext-cbam-96px.pt --data ../shared/data/gband612 \\
         --json-out benchmarks/results/robustness_gband612.json
 
 The split and seed default to the ones the model trained on (its test part was never seen).

@@ -7,7 +7,7 @@ per view set: nearest-proxy accuracy and Recall@1 among the crops, and the gain 
 alone in points.
 
     .venv/bin/python benchmarks/bench_tta.py \\
-        --model models/gband612-proxy-resnext-cbam-64px.pt --data ../shared/data/gband612 \\
+        --model models/gband612-proxy-resnext-cbam-96px.pt --data ../shared/data/gband612 \\
         --json-out benchmarks/results/tta_gband612.val.json
 
 `--part val` (the default) is for the choice: a view set is adopted on validation crops only,

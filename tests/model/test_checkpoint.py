@@ -132,7 +132,7 @@ def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path
     ("name", "fingerprint", "preprocess_version"),
     [
         ("bioimlab-proxy-resnext-cbam-64px.pt", "4439464e5d14938d", 2),
-        ("gband612-proxy-resnext-cbam-64px.pt", "455224c0fc6d7033", 2),
+        ("gband612-proxy-resnext-cbam-96px.pt", "507f0ed662909ae4", 2),
     ],
 )
 def test_shipped_models_verify_and_keep_their_fingerprints(
