@@ -307,6 +307,7 @@ def apply_update(
                 + (f", e.g. {rejected[0]['path']}: {rejected[0]['reason']}" if rejected else "")
                 + ")"
             )
+        factory = plan.factory  # what the report names: `auto`'s choice once it is built
         if changed:
             card = _new_card(plan) if old is None else copy.deepcopy(old.card)
             card.model_path = plan.model_path or card.model_path
@@ -320,6 +321,7 @@ def apply_update(
                 index = build_faiss(plan.factory, new_rows.embeddings, new_rows.ids)
                 choice = auto_choice(index)  # `auto`: the card records what was built
                 card.factory = choice.factory if choice is not None else plan.factory
+                factory = card.factory
                 card.search_params = default_search_params(index)
                 write_index_folder(
                     plan.index_dir, card, index, new_rows, old.card if old is not None else None
@@ -342,7 +344,7 @@ def apply_update(
     return IndexReport(
         index=str(plan.index_dir),
         model_fingerprint=plan.encoder.fingerprint,
-        factory=plan.factory,
+        factory=factory,
         count=count,
         added=len(embedded.paths) - updated,
         updated=updated,

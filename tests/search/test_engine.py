@@ -338,7 +338,8 @@ def test_the_cards_preprocessing_version_is_checked_on_load(tmp_path: Path, enc:
 
 def test_factory_auto_records_what_it_built_and_is_kept_on_update(tmp_path: Path, ckpt: Path):
     data = make_data(tmp_path / "data")
-    build_or_update(tmp_path / "idx", data, ckpt, factory="auto")
+    report = build_or_update(tmp_path / "idx", data, ckpt, factory="auto")
+    assert report.factory == "Flat"  # what `index` prints: the choice, not the word
     card = read_index_folder(tmp_path / "idx").card
     assert card.factory == "Flat"  # a dozen vectors: exact search; never the word "auto"
     again = plan_update(tmp_path / "idx", data, ckpt, factory="auto")
