@@ -1,6 +1,7 @@
 """Query latency: a cold `karyosearch query`, where its seconds go, and queries in one process.
 
-Against an index of the BioImLab images (built once with the bundled model), on one image:
+Against an index of the BioImLab images (built once with the bundled model; `--data`, `--model`
+and `--factory` for another), on one image:
 
 - cold: `karyosearch query IMAGE --json` as a fresh process, `--repeats` times per backend
   (ONNX Runtime with its export cached, and PyTorch with `KARYOSEARCH_ONNX=0`); the median;
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "bioimlab")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--index", type=Path, default=Path("/tmp/ks-speed-index"))
+    parser.add_argument(
+        "--factory", default=None, help="FAISS factory of the index it builds (default Flat)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="cold CLI runs per backend")
     parser.add_argument("--queries", type=int, default=200, help="in-process queries")
     parser.add_argument("--forwards", type=int, default=60, help="network calls per variant")
@@ -269,7 +273,7 @@ def ensure_index(args: argparse.Namespace) -> None:
     from karyosearch.search.update import build_or_update
 
     print(f"building {args.index} (a few minutes)", file=sys.stderr)
-    build_or_update(args.index, args.data, args.model)
+    build_or_update(args.index, args.data, args.model, factory=args.factory)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,7 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     ensure_index(args)
     load_before = list(os.getloadavg())
     image = images(args, 1)[0]
-    result: dict[str, Any] = {"image": image, "index": str(args.index)}
+    card = json.loads((args.index / "card.json").read_text())
+    result: dict[str, Any] = {
+        "image": image,
+        "index": str(args.index),
+        "factory": card.get("factory"),
+        "search_params": card.get("search_params"),
+    }
     result["cold_cli"] = {name: cold_cli(args, flag, image) for name, flag in BACKENDS.items()}
     print("cold", result["cold_cli"], file=sys.stderr)
     result["breakdown_s"] = {n: run_child(args, "breakdown", f) for n, f in BACKENDS.items()}

@@ -26,7 +26,9 @@ DEFAULT_FACTORY = "Flat"
 AUTO = "auto"
 DEFAULT_RECALL = 0.95  # recall@10 against exact search that `auto` tunes for
 # Below this many vectors `auto` keeps the exact Flat index: a query scans at most
-# FLAT_MAX x 8 KB (160 MB), a few ms, and nothing needs training.
+# FLAT_MAX x 8 KB (160 MB) and nothing needs training. The scan is memory-bound: a few ms on
+# the AMD EPYC machines, 25 ms of a 49 ms query for 28,135 vectors on an Intel Xeon
+# (2026-12-02, benchmarks/results/query.gband-96px.json; `auto`'s IVF128,SQ8 there: 19 ms).
 FLAT_MAX = 20_000
 TUNE_QUERIES = 200  # held-out queries of the index's own vectors that `auto` tunes on
 TUNE_K = 10  # the recall@k it tunes
