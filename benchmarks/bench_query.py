@@ -288,12 +288,14 @@ def main(argv: list[str] | None = None) -> None:
     ensure_index(args)
     load_before = list(os.getloadavg())
     image = images(args, 1)[0]
-    card = json.loads((args.index / "card.json").read_text())
+    from karyosearch.search.folder import read_card
+
+    card = read_card(args.index)
     result: dict[str, Any] = {
         "image": image,
         "index": str(args.index),
-        "factory": card.get("factory"),
-        "search_params": card.get("search_params"),
+        "factory": card.factory,
+        "search_params": card.search_params,
     }
     result["cold_cli"] = {name: cold_cli(args, flag, image) for name, flag in BACKENDS.items()}
     print("cold", result["cold_cli"], file=sys.stderr)
