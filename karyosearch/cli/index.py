@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
+from ..search.faiss_index import FLAT_MAX, outgrown
 from .common import (
     DEFAULT_INDEX,
     DeviceOpt,
@@ -45,7 +46,9 @@ def index_command(
             help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,SQ8, or auto: chosen by "
             "archive size, nprobe/efSearch tuned for recall@10 >= 0.95 against exact search "
             "(auto:0.99 for another target), the choice recorded in the card "
-            "(default: the index's own, else Flat); a new one rebuilds the FAISS index.",
+            "(default: the index's own, else Flat); a new one rebuilds the FAISS index. "
+            "auto on an existing index keeps its choice, unless a Flat index has grown past "
+            f"{FLAT_MAX:,} images: then it chooses again.",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
@@ -109,6 +112,12 @@ def index_command(
             typer.echo(plan.model_note, err=True)
         with progress_bar("embedding", len(plan.to_embed), rate="img/s") as advance:
             report = apply_update(plan, batch_size, advance)
+    if outgrown(report.factory, report.count):
+        typer.echo(
+            f"note: {report.count} images in an exact (Flat) index; above {FLAT_MAX:,} an "
+            f"approximate one answers faster: index PATH --index {report.index} --factory auto",
+            err=True,
+        )
     if as_json:
         print_json(report.to_dict())
         return

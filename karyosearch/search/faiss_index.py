@@ -96,6 +96,13 @@ def auto_factory(n: int, dimension: int) -> str:
     return f"IVF{nlist},SQ8"
 
 
+def outgrown(factory: str, n: int) -> bool:
+    """Whether an index built as `factory` holds too many vectors (`n`) for what `auto` would
+    build now: an exact Flat index past FLAT_MAX. `auto` given again on such an index chooses
+    anew (an approximate index keeps its factory: its lists still serve a growing archive)."""
+    return factory.strip().lower() == "flat" and n > FLAT_MAX
+
+
 def tune_search_params(
     index: Any,
     vectors: np.ndarray,

@@ -35,6 +35,7 @@ from .faiss_index import (
     check_trainable,
     default_search_params,
     new_base_index,
+    outgrown,
     parse_auto,
 )
 from .folder import (
@@ -172,10 +173,10 @@ def plan_update(
         check_encoder(existing.card, encoder, index_dir)
     old_factory = existing.card.factory if existing is not None else None
     factory = (factory or old_factory or DEFAULT_FACTORY).strip()
-    if old_factory and parse_auto(factory) is not None:
-        factory = old_factory  # `auto` chose when the index was built; its card keeps the choice
     new_base_index(factory, EMBEDDING_DIM)  # a bad factory string fails now, not after embedding
-    rebuild = existing is None or factory != old_factory
+    # `auto` on an existing index keeps the card's choice unless the archive outgrew it
+    # (decided below, once the count after this update is known)
+    auto_again = bool(old_factory) and parse_auto(factory) is not None
 
     rejected = [{"path": r.path, "reason": r.reason} for r in dataset.rejected]
     items: list[Item] = []
@@ -215,10 +216,12 @@ def plan_update(
             for i, p in zip(rows.ids, rows.paths, strict=True)
             if p.startswith(prefix) and p not in seen
         ]
+    count = len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
+    if auto_again and not outgrown(old_factory or "", count):
+        factory = old_factory or factory  # `auto` chose when the index was built
+    rebuild = existing is None or factory != old_factory
     if rebuild:
-        check_trainable(
-            factory, EMBEDDING_DIM, len(rows) - len(prune_ids) + len(to_embed) - len(changed_ids)
-        )
+        check_trainable(factory, EMBEDDING_DIM, count)
     stamp = existing.card.generation if existing is not None else None
     return UpdatePlan(
         index_dir,

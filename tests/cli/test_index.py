@@ -86,6 +86,28 @@ def test_index_again_embeds_nothing_json(built: dict) -> None:
     assert report["archive"] is None  # chosen when built; nothing changed, nothing chosen
 
 
+def test_a_flat_index_past_its_size_suggests_factory_auto(
+    built: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from karyosearch.search import faiss_index
+
+    args = [
+        "index",
+        str(built["data"]),
+        "--model",
+        str(built["ckpt"]),
+        "--index",
+        str(built["idx"]),
+    ]
+    quiet = runner.invoke(app, args)
+    assert quiet.exit_code == 0 and "--factory auto" not in quiet.stderr  # 8 crops: Flat is right
+    monkeypatch.setattr(faiss_index, "FLAT_MAX", 5)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "8 images in an exact (Flat) index" in result.stderr
+    assert f"--index {built['idx']} --factory auto" in result.stderr
+
+
 def test_query_json_has_the_design_keys_and_self_first(built: dict) -> None:
     image = built["data"] / "X" / "img1.png"
     result = runner.invoke(

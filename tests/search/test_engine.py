@@ -23,7 +23,7 @@ from karyosearch.model.predict import predict
 from karyosearch.search.engine import SearchIndex, knn_vote
 from karyosearch.search.faiss_index import FactoryError
 from karyosearch.search.folder import ModelMismatchError, read_index_folder
-from karyosearch.search.update import build_or_update, plan_update, remove
+from karyosearch.search.update import apply_update, build_or_update, plan_update, remove
 
 from ..conftest import BIOIMLAB, chromosome_array, need, write_image
 
@@ -344,6 +344,29 @@ def test_factory_auto_records_what_it_built_and_is_kept_on_update(tmp_path: Path
     assert card.factory == "Flat"  # a dozen vectors: exact search; never the word "auto"
     again = plan_update(tmp_path / "idx", data, ckpt, factory="auto")
     assert again.factory == "Flat" and not again.rebuild  # auto again: the card's choice
+
+
+def test_factory_auto_chooses_again_when_a_flat_index_outgrew_it(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive indexed exactly (Flat) that grew past FLAT_MAX: `--factory auto` given again
+    builds what auto builds at that size, from the stored vectors, and the answers stay."""
+    from karyosearch.search import faiss_index
+
+    data = make_data(tmp_path / "data")
+    build_or_update(tmp_path / "idx", data, ckpt)  # Flat: no --factory
+    monkeypatch.setattr(faiss_index, "FLAT_MAX", 5)  # 12 crops are now "large"
+    monkeypatch.setattr(faiss_index, "auto_factory", lambda n, dimension: "IVF2,Flat")
+    plan = plan_update(tmp_path / "idx", data, ckpt, factory="auto")
+    assert plan.rebuild and not plan.to_embed  # nothing re-embedded: the stored vectors serve
+    report = apply_update(plan)
+    assert report.factory == "IVF2,Flat" and report.count == 12
+    folder = read_index_folder(tmp_path / "idx", embeddings=True)
+    assert folder.card.factory == "IVF2,Flat" and folder.card.search_params.startswith("nprobe=")
+    assert plan_update(tmp_path / "idx", data, ckpt, factory="auto").rebuild is False  # decided
+    vectors = folder.rows.embeddings
+    _, found = folder.search(vectors, 1)
+    assert (found[:, 0] == folder.rows.ids).all()  # every crop still finds itself first
 
 
 def test_an_index_of_a_v1_encoder_keeps_working_with_v1_crops(tmp_path: Path, enc: Encoder) -> None:
