@@ -198,6 +198,17 @@ def crop_metrics(
     }
 
 
+def rate_with_interval(k: int, n: int) -> dict[str, Any]:
+    """k of n, its rate, and the exact (Clopper-Pearson) 95% interval of the rate: with 100
+    cells a rate of 4% may be anything from 1% to 10%."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return {"k": k, "n": n, "rate": None, "ci95": None}
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return {"k": k, "n": n, "rate": k / n, "ci95": [float(ci.low), float(ci.high)]}
+
+
 def evaluate_cells(
     cells: Sequence[LabelledCell],
     paths: Sequence[Sequence[str]],
@@ -260,6 +271,9 @@ def evaluate_cells(
         if len(cells)
         else None,
         "specificity": float((~called_abnormal[normal]).mean()) if normal.any() else None,
+        "normal_called_abnormal": rate_with_interval(
+            int(called_abnormal[normal].sum()), int(normal.sum())
+        ),
         "sensitivity": float(called_abnormal[~normal].mean()) if (~normal).any() else None,
         "exact_rate_abnormal": float(exact[~normal].mean()) if (~normal).any() else None,
         "normal_cells_with_a_missing_crop": {
@@ -474,7 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"exact {ev['exact_rate_abnormal']:.3f}"
         )
     if ev["specificity"] is not None:
-        print(f"  normal cells: specificity {ev['specificity']:.3f}")
+        fp = ev["normal_called_abnormal"]
+        print(
+            f"  normal cells: specificity {ev['specificity']:.3f}; called abnormal "
+            f"{fp['k']}/{fp['n']} (95% interval {fp['ci95'][0]:.1%}-{fp['ci95'][1]:.1%})"
+        )
     for t, calls in ev["confusion"].items():
         print(f"  {t:>10} -> " + ", ".join(f"{k} {n}" for k, n in calls.items()))
     for f in audit:
