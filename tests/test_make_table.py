@@ -195,3 +195,23 @@ def test_runs_with_a_recipe_change_are_a_row_of_their_own(make_table: ModuleType
     rows = [line for line in results.splitlines() if line.startswith("| bioimlab |")]
     presets = sorted(line.split("|")[4].strip() for line in rows)
     assert presets == ["default", "default, ema=0.99, lr=0.0002"]
+
+
+def test_a_staged_recipe_groups_its_seeds(make_table: ModuleType) -> None:
+    """Each seed's second stage starts from that seed's own first stage: one recipe, one row;
+    a start from another seed (or dataset) stays apart."""
+
+    def staged(seed: int, init_seed: int) -> dict:
+        r = fake_run(seed, 0.9, 0.9)
+        r["train"]["init"] = {
+            "dataset": "/data/bioimlab",
+            "split": "paper",
+            "seed": init_seed,
+            "recipe": {"epochs": 21},
+        }
+        return r
+
+    keys = {make_table.group_key(staged(s, s)) for s in (0, 1, 2)}
+    assert len(keys) == 1
+    assert make_table.preset_of(staged(1, 1)) == "default, from the same split and seed e21"
+    assert make_table.preset_of(staged(1, 0)) == "default, from bioimlab paper s0 e21"
