@@ -27,13 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import prepared  # noqa: E402
+from bench_robustness import own_split, prepared  # noqa: E402
 
-from karyosearch.data.datasets import read_dataset  # noqa: E402
-from karyosearch.data.splits import split_dataset  # noqa: E402
-from karyosearch.evaluation.provenance import resolve_split  # noqa: E402
 from karyosearch.labels import CLASS_NAMES  # noqa: E402
-from karyosearch.model.checkpoint import load_encoder  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import combined_call, neighbour_votes  # noqa: E402
 from karyosearch.util.atomic import write_json  # noqa: E402
@@ -94,14 +90,7 @@ def accuracies(part: dict, archive_labels: np.ndarray, means: np.ndarray) -> dic
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
-    encoder = load_encoder(args.model)
-    dataset = read_dataset(args.data)
-    split, seed, warnings = resolve_split(
-        encoder.train_record or {}, dataset, args.split, args.seed
-    )
-    for warning in warnings:
-        print(f"warning: {warning}", flush=True)
-    sides = split_dataset(dataset, split, seed)
+    encoder, dataset, split, seed, warnings, sides = own_split(args)
     parts = {}
     for name in ("train", "val", "test"):
         emb, scores, labels = embed_part(encoder, dataset, getattr(sides, name))

@@ -78,8 +78,8 @@ def prepared(paths: list[str], degrade, size: int, canvas: int, version: int) ->
         return np.stack(list(pool.map(one, paths)))
 
 
-def own_part(args: argparse.Namespace) -> tuple[Any, Any, str, int, list[str], np.ndarray]:
-    """(encoder, dataset, split, seed, warnings, rows of `args.part`) for `--model`, `--data`:
+def own_split(args: argparse.Namespace) -> tuple[Any, Any, str, int, list[str], Any]:
+    """(encoder, dataset, split, seed, warnings, the split's sides) for `--model`, `--data`:
     the split and seed default to the ones the model trained on; warnings are printed."""
     encoder = load_encoder(args.model)
     dataset = read_dataset(args.data)
@@ -88,8 +88,13 @@ def own_part(args: argparse.Namespace) -> tuple[Any, Any, str, int, list[str], n
     )
     for warning in warnings:
         print(f"warning: {warning}", flush=True)
-    rows = getattr(split_dataset(dataset, split, seed), args.part)
-    return encoder, dataset, split, seed, warnings, rows
+    return encoder, dataset, split, seed, warnings, split_dataset(dataset, split, seed)
+
+
+def own_part(args: argparse.Namespace) -> tuple[Any, Any, str, int, list[str], np.ndarray]:
+    """As `own_split`, with the rows of `args.part` for the sides."""
+    encoder, dataset, split, seed, warnings, sides = own_split(args)
+    return encoder, dataset, split, seed, warnings, getattr(sides, args.part)
 
 
 def main(argv: list[str] | None = None) -> None:

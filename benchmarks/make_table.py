@@ -93,19 +93,13 @@ def preset_of(r: dict[str, Any]) -> str:
     if init:
         epochs = (init.get("recipe") or {}).get("epochs")
         source = Path(str(init.get("dataset") or "?")).name
-        if (source, init.get("split"), init.get("seed")) == (
-            dataset_name(r),
-            r.get("split"),
-            r.get("seed"),
-        ):
+        start = (source, init.get("split"), init.get("seed"))
+        if start == (dataset_name(r), r.get("split"), r.get("seed")):
             # a recipe in stages: each seed goes on from its own first stage, so seeds group
-            preset += ", from the same split and seed" + (
-                f" e{epochs}" if epochs is not None else ""
-            )
+            preset += ", from the same split and seed"
         else:
-            preset += f", from {source} {init.get('split', '?')} s{init.get('seed', '?')}" + (
-                f" e{epochs}" if epochs is not None else ""
-            )
+            preset += f", from {source} {init.get('split', '?')} s{init.get('seed', '?')}"
+        preset += f" e{epochs}" if epochs is not None else ""
     overrides = (r.get("run") or {}).get("recipe_overrides") or {}
     preset += "".join(f", {key}={value}" for key, value in sorted(overrides.items()))
     return preset
