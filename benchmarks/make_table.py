@@ -79,6 +79,21 @@ def epochs_of(r: dict[str, Any]) -> int | None:
     return int(recipe["epochs"]) if recipe.get("epochs") is not None else None
 
 
+def init_epochs(init: dict[str, Any]) -> str:
+    """The epochs of a starting checkpoint, stage by stage where it went on from an earlier
+    stage of its own dataset, split and seed ("21+6": 21 epochs, then 6 more)."""
+    stages = []
+    node: dict[str, Any] | None = init
+    while node:
+        stages.append(str((node.get("recipe") or {}).get("epochs", "?")))
+        parent = node.get("init")
+        same = isinstance(parent, dict) and all(
+            parent.get(key) == node.get(key) for key in ("dataset", "split", "seed")
+        )
+        node = parent if same else None
+    return "+".join(reversed(stages))
+
+
 def preset_of(r: dict[str, Any]) -> str:
     """The preset, the preprocessing its crops were made with where it is not the first
     (`data.image.PREPROCESS_VERSION`; runs before it was recorded are v1), and the checkpoint
@@ -99,7 +114,7 @@ def preset_of(r: dict[str, Any]) -> str:
             preset += ", from the same split and seed"
         else:
             preset += f", from {source} {init.get('split', '?')} s{init.get('seed', '?')}"
-        preset += f" e{epochs}" if epochs is not None else ""
+        preset += f" e{init_epochs(init)}" if epochs is not None else ""
     overrides = (r.get("run") or {}).get("recipe_overrides") or {}
     preset += "".join(f", {key}={value}" for key, value in sorted(overrides.items()))
     return preset

@@ -215,3 +215,18 @@ def test_a_staged_recipe_groups_its_seeds(make_table: ModuleType) -> None:
     assert len(keys) == 1
     assert make_table.preset_of(staged(1, 1)) == "default, from the same split and seed e21"
     assert make_table.preset_of(staged(1, 0)) == "default, from bioimlab paper s0 e21"
+
+
+def test_a_start_made_in_stages_names_each_stage(make_table: ModuleType) -> None:
+    """A run started from the second stage of another recipe (21 epochs, then 6 more on the
+    same split and seed) names both stages; a stage's own start from another split does not
+    count among them."""
+    r = fake_run(0, 0.9, 0.9)
+    first = {"dataset": "/data/gband612", "split": "karyo", "seed": 0, "recipe": {"epochs": 21}}
+    second = {**first, "recipe": {"epochs": 6}, "init": first}
+    r["train"]["init"] = second
+    assert make_table.preset_of(r) == "default, from gband612 karyo s0 e21+6"
+    first["init"] = {"dataset": "/data/bioimlab", "split": "paper", "seed": 0}
+    assert make_table.preset_of(r) == "default, from gband612 karyo s0 e21+6"
+    r["train"]["init"] = first
+    assert make_table.preset_of(r) == "default, from gband612 karyo s0 e21"
