@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
-# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 64 px, the 21-epoch G-band encoder fine-tuned on
-# the BioImLab `paper` split, seed 1, 30 epochs (float16; its training record is inside the file).
-MODEL ?= models/bioimlab-proxy-resnext-cbam-64px.pt
+# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 96 px, the shipped 96-px G-band encoder fine-tuned
+# on the BioImLab `paper` split, seed 1, 20 epochs (float16; its training record is inside the file).
+MODEL ?= models/bioimlab-proxy-resnext-cbam-96px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
 

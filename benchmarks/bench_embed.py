@@ -1,7 +1,7 @@
 """Embedding throughput (images/s, files to vectors, as `karyosearch index` embeds) beside
 the ceiling this CPU allows.
 
-- FLOPs per image: the encoder's forward pass at the bundled model's 64 px, counted with
+- FLOPs per image: the encoder's forward pass at the model's input size, counted with
   `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per multiply-add: convolutions and
   matrix products; element-wise work is left out, so the ceiling is generous);
 - the ceiling: the GFLOP/s of a large matrix product (4096 x 4096 x 4096) in float32 and in
@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 BACKENDS = {"onnxruntime": "1", "torch": "0"}  # name -> KARYOSEARCH_ONNX
 
 

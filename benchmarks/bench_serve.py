@@ -7,7 +7,7 @@ and the server's resident memory (VmRSS) is sampled every second. Saves throughp
 p99 latency, errors, /health latency, RSS over time and the machine (with its load average:
 other work sharing the cores is named) to benchmarks/results/serve_load.json.
 
-    karyosearch index ../shared/data/bioimlab --model models/bioimlab-proxy-resnext-cbam-64px.pt \\
+    karyosearch index ../shared/data/bioimlab --model models/bioimlab-proxy-resnext-cbam-96px.pt \\
         --index /tmp/bioimlab-5k
     python benchmarks/bench_serve.py --index /tmp/bioimlab-5k      # ~80 s
 """
@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, required=True, help="index folder (the 5k BioImLab one)")
     p.add_argument(
-        "--model", type=Path, default=REPO / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+        "--model", type=Path, default=REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
     )
     p.add_argument("--clients", type=int, default=50, help="concurrent clients")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the load")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 SETTINGS = [  # (name, OMP_WAIT_POLICY or None for unset, torch threads)
     ("spin (unset), 2 threads", None, 2),
     ("spin (unset), 1 thread", None, 1),

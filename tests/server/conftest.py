@@ -11,7 +11,7 @@ import pytest
 from ..conftest import BIOIMLAB, need
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-64px.pt"
+MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 CELLS = BIOIMLAB / "single_chromosomes"
 INDEXED_CELLS = ("1", "31")  # a female and a male karyotype: 92 crops, every class
 QUERY_CELL = "41"  # karyotyped through the API; not in the index
