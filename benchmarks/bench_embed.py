@@ -34,13 +34,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "bioimlab")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--model", type=Path, default=None, help="encoder (default: the shipped Q-band one)"
+    )
     parser.add_argument("--images", type=int, default=1024, help="files per pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import numpy as np
     import torch
-    from record import append_run
+    from record import append_run, shipped_model
+
+    args.model = args.model or shipped_model()
 
     import karyosearch.model.embed as embed
     from karyosearch.data.datasets import read_dataset

@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 BACKENDS = {"onnxruntime": "1", "torch": "0"}  # name -> KARYOSEARCH_ONNX
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "bioimlab")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--model", type=Path, default=None, help="encoder (default: the shipped Q-band one)"
+    )
     parser.add_argument("--index", type=Path, default=Path("/tmp/ks-speed-index"))
     parser.add_argument(
         "--factory", default=None, help="FAISS factory of the index it builds (default Flat)"
@@ -283,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps((fn or child_networks)(args)))
         return
     sys.path.insert(0, str(REPO))
-    from record import append_run
+    from record import append_run, shipped_model
 
+    args.model = args.model or shipped_model()
     ensure_index(args)
     load_before = list(os.getloadavg())
     image = images(args, 1)[0]

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", type=Path, default=Path("/tmp/ks-speed-index"), help="BioImLab")
     p.add_argument("--gband-data", type=Path, default=REPO / ".." / "shared" / "data" / "gband612")
     p.add_argument(
-        "--model", type=Path, default=REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
+        "--model", type=Path, default=None, help="encoder (default: the shipped Q-band one)"
     )
     p.add_argument("--gband", type=int, default=3000, help="G-band crops to embed")
     p.add_argument("--rank", type=int, default=256, help="PCA components modelled")
@@ -222,7 +222,9 @@ def bench_factory(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from record import append_run
+    from record import append_run, shipped_model
+
+    args.model = args.model or shipped_model()
 
     load_before = list(os.getloadavg())
     args.work.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, required=True, help="index folder (the 5k BioImLab one)")
     p.add_argument(
-        "--model", type=Path, default=REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
+        "--model", type=Path, default=None, help="encoder (default: the shipped Q-band one)"
     )
     p.add_argument("--clients", type=int, default=50, help="concurrent clients")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the load")
@@ -161,7 +161,11 @@ async def run_load(args: argparse.Namespace, base: str, crops: list[tuple[str, b
 
 def main() -> None:
     args = parse_args()
+    from record import shipped_model
+
     from karyosearch.util.runtime import describe
+
+    args.model = args.model or shipped_model()
 
     files = sorted(DATA.glob("*/*.bmp"))
     if not files:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
 SETTINGS = [  # (name, OMP_WAIT_POLICY or None for unset, torch threads)
     ("spin (unset), 2 threads", None, 2),
     ("spin (unset), 1 thread", None, 1),
@@ -49,7 +48,9 @@ SETTINGS = [  # (name, OMP_WAIT_POLICY or None for unset, torch threads)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "bioimlab")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--model", type=Path, default=None, help="encoder (default: the shipped Q-band one)"
+    )
     parser.add_argument(
         "--index",
         type=Path,
@@ -132,8 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
+    from record import shipped_model
+
     from karyosearch.search.update import build_or_update
     from karyosearch.util.runtime import describe
+
+    args.model = args.model or shipped_model()
 
     if not args.index.exists():
         print(f"building {args.index} from {args.data} ...", flush=True)

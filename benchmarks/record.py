@@ -13,6 +13,15 @@ from karyosearch.util.atomic import write_json
 from karyosearch.util.runtime import describe, timestamp
 
 
+def shipped_model(stain: str = "Q-band") -> Path:
+    """The shipped encoder for `stain` (`karyosearch.model.shipped.SHIPPED`): the speed
+    benchmarks' default model. Called by a parent process only: their child processes, which
+    time imports and start OpenMP runtimes, are given the path."""
+    from karyosearch.model.shipped import SHIPPED, models_dir
+
+    return models_dir() / SHIPPED[stain]
+
+
 def append_run(path: Path, result: dict[str, Any], note: str, load_before: Any) -> Path:
     """Complete `result` with the load, note, machine and time, and append it to `path`."""
     result["load_average_before_after"] = [load_before, list(os.getloadavg())]

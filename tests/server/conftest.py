@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from karyosearch.model.shipped import SHIPPED
+
 from ..conftest import BIOIMLAB, need
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = REPO / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
+MODEL = REPO / "models" / SHIPPED["Q-band"]
 CELLS = BIOIMLAB / "single_chromosomes"
 INDEXED_CELLS = ("1", "31")  # a female and a male karyotype: 92 crops, every class
 QUERY_CELL = "41"  # karyotyped through the API; not in the index
