@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import own_split, prepared  # noqa: E402
+from bench_robustness import add_own_split_args, header, own_split, prepared  # noqa: E402
 
 from karyosearch.labels import CLASS_NAMES  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
@@ -43,10 +43,7 @@ PULLS = [0.0, 0.5, 1.0, 2.0]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default=None, help="default: the model's training split")
-    parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
+    add_own_split_args(parser)
     parser.add_argument("--json-out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -126,13 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     out = {
-        "benchmark": "gallery_call",
-        "command": " ".join(sys.argv),
-        "model": str(args.model),
-        "fingerprint": encoder.fingerprint,
-        "dataset": str(args.data),
-        "split": split,
-        "seed": seed,
+        **header("gallery_call", args, encoder, split, seed),
         "n": {"archive": len(archive["labels"])} | {n: len(p["labels"]) for n, p in parts.items()},
         "warnings": warnings,
         "grid": {"k": KS, "temperature": TEMPERATURES, "weight": WEIGHTS, "pull": PULLS},

@@ -44,10 +44,7 @@ from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default=None, help="default: the model's training split")
-    parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
+    add_own_split_args(parser)
     parser.add_argument("--limit", type=int, default=0, help="crops, a seeded sample (0: all)")
     parser.add_argument(
         "--part",
@@ -64,6 +61,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json-out", type=Path, required=True)
     return parser.parse_args(argv)
+
+
+def add_own_split_args(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--data`, and `--split`, `--seed` defaulting to the model's own (`own_split`)."""
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default=None, help="default: the model's training split")
+    parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
+
+
+def header(
+    benchmark: str, args: argparse.Namespace, encoder: Any, split: str, seed: int
+) -> dict[str, Any]:
+    """The first keys of a saved result: what ran, with which encoder, on which split."""
+    return {
+        "benchmark": benchmark,
+        "command": " ".join(sys.argv),
+        "model": str(args.model),
+        "fingerprint": encoder.fingerprint,
+        "dataset": str(args.data),
+        "split": split,
+        "seed": seed,
+    }
 
 
 def prepared(paths: list[str], degrade, size: int, canvas: int, version: int) -> np.ndarray:
@@ -138,13 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             clean = rows[0]["audited"]["accuracy"]
             row["audited"]["accuracy_drop_points"] = 100 * (clean - row["audited"]["accuracy"])
     out = {
-        "benchmark": "robustness",
-        "command": " ".join(sys.argv),
-        "model": str(args.model),
-        "fingerprint": encoder.fingerprint,
-        "dataset": str(args.data),
-        "split": split,
-        "seed": seed,
+        **header("robustness", args, encoder, split, seed),
         "part": args.part,
         "n_test": len(paths),
         "audited_cells": audit_cells if audit else [],

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import own_part, prepared  # noqa: E402
+from bench_robustness import add_own_split_args, header, own_part, prepared  # noqa: E402
 
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
@@ -48,10 +48,7 @@ VIEW_SETS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default=None, help="default: the model's training split")
-    parser.add_argument("--seed", type=int, default=None, help="default: the model's seed")
+    add_own_split_args(parser)
     parser.add_argument("--part", choices=["val", "test"], default="val")
     parser.add_argument("--json-out", type=Path, required=True)
     return parser.parse_args(argv)
@@ -89,13 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     out = {
-        "benchmark": "tta",
-        "command": " ".join(sys.argv),
-        "model": str(args.model),
-        "fingerprint": encoder.fingerprint,
-        "dataset": str(args.data),
-        "split": split,
-        "seed": seed,
+        **header("tta", args, encoder, split, seed),
         "part": args.part,
         "n": len(paths),
         "warnings": warnings,
