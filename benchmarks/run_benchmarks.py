@@ -209,11 +209,12 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
     }
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, result)
-    print(
-        f"[done]  {run.name}: accuracy {100 * record['accuracy']:.2f}%, "
-        f"R@1 {100 * record['recall_at_k']['1']:.2f}%",
-        flush=True,
-    )
+    # Validation only on the console: recipes are chosen on it, and a runner that printed
+    # test figures as each seed ends would show them before the choice (they are in `result`).
+    trained = record.get("train") or {}
+    val = trained.get("val_accuracy")
+    val_text = f"{100 * val:.2f}% (epoch {trained.get('best_epoch')})" if val is not None else "?"
+    print(f"[done]  {run.name}: best validation {val_text}; test figures in {result}", flush=True)
     return True
 
 
