@@ -12,8 +12,12 @@ and `--factory` for another), on one image:
   fresh process each; median and 99th percentile;
 - networks side by side, in one process on the same images: PyTorch eager (float32, bf16
   autocast where the CPU has bf16), torch.jit.trace + freeze (float32, bf16 weights),
-  torch.compile (with `--compile`: minutes to compile) and ONNX Runtime: setup seconds, the
-  first call, median and p99 of one image, and the smallest cosine to eager float32.
+  torch.compile (with `--compile`: minutes to compile) and ONNX Runtime (as queries run it:
+  2 threads whose idle workers sleep; and, not used, with spinning workers, on 1 thread, and
+  statically quantised to int8, calibrated on 48 crops): setup seconds, the first call, median
+  and p99 of one image, the CPU seconds a call takes (all threads), and the smallest cosine to
+  eager float32. `--gap-ms` waits between the calls, as a user's or a server's queries are
+  apart (idle workers then go to sleep, or spin).
 
     .venv/bin/python benchmarks/bench_query.py                 # ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_query.py --note "training beside it"
@@ -52,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="in-process queries")
     parser.add_argument("--forwards", type=int, default=60, help="network calls per variant")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--gap-ms", type=float, default=0.0, help="pause between network calls (default 0)"
+    )
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument(
         "--json-out", type=Path, default=REPO / "benchmarks" / "results" / "query.json"
@@ -194,12 +201,39 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
         run(one)
         return run
 
-    def onnx():
+    def exported() -> Path:
         path = cached_path(encoder.fingerprint)
         if not path.is_file():
             export_onnx(encoder, path)
-        session = OnnxEncoder(path)
+        return path
+
+    def onnx():
+        session = OnnxEncoder(exported())
         return lambda x: session.embed_and_score(x.contiguous().numpy())[0]
+
+    def onnx_variant(threads: int = 2, spin: bool = False, int8: bool = False):
+        def setup():
+            import tempfile
+
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = exported()
+                if int8:  # calibrated on other crops than the 16 timed and compared
+                    timed = set(images(args, 16))
+                    others = [p for p in images(args, 64) if p not in timed][:48]
+                    calibration = [prepare_input(load(p), cfg.image_size) for p in others]
+                    path = quantised(path, calibration, Path(tmp))
+                session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
+            return lambda x: session.run(None, {"images": x.contiguous().numpy()})[0]
+
+        return setup
 
     variants = {
         "torch eager float32": eager(False),
@@ -208,6 +242,9 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
         "torch.jit.trace+freeze bf16 weights": traced(torch.bfloat16),
         "torch.compile bf16 autocast": compiled if args.compile else None,
         "onnxruntime float32": onnx,
+        "onnxruntime float32, spinning workers": onnx_variant(spin=True),
+        "onnxruntime float32, 1 thread": onnx_variant(threads=1),
+        "onnxruntime int8 static (QDQ)": onnx_variant(int8=True),
     }
     out: dict[str, Any] = {}
     reference = None
@@ -221,10 +258,13 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
         run(one)
         first_s = time.perf_counter() - t
         seconds = []
+        cpu_start = time.process_time()
         for _ in range(args.forwards):
+            time.sleep(args.gap_ms / 1e3)
             t = time.perf_counter()
             run(one)
             seconds.append(time.perf_counter() - t)
+        cpu_ms = 1e3 * (time.process_time() - cpu_start) / args.forwards
         t = time.perf_counter()
         emb = run(batch)
         batch_s = time.perf_counter() - t
@@ -235,6 +275,7 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
             "setup_s": round(setup_s, 3),
             "first_call_s": round(first_s, 4),
             **summary_ms(seconds),
+            "cpu_ms_per_call": round(cpu_ms, 2),
             "batch16_images_per_s": round(len(batch) / batch_s, 1),
             "min_cosine_vs_eager_float32": round(float(cosine.min()), 7),
         }
@@ -243,11 +284,47 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def quantised(path: Path, arrays: Any, folder: Path) -> Path:
+    """A static int8 copy of the exported encoder at `path` (QDQ; unsigned activations,
+    per-channel signed weights), calibrated on the prepared images `arrays` (N, S, S)."""
+    import numpy as np
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    x = np.asarray(arrays, np.float32)[:, None]
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": x[i : i + 8]} for i in range(0, len(x), 8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    pre, out = folder / "pre.onnx", folder / "int8.onnx"
+    quant_pre_process(str(path), str(pre))
+    quantize_static(
+        str(pre),
+        str(out),
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,  # unsigned activations, signed weights (u8s8)
+        weight_type=QuantType.QInt8,
+    )
+    return out
+
+
 def run_child(args: argparse.Namespace, which: str, onnx: str) -> dict[str, Any]:
     env = {**os.environ, "KARYOSEARCH_ONNX": onnx, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, __file__, "--child", which, "--index", str(args.index)]
     cmd += ["--data", str(args.data), "--model", str(args.model), "--queries", str(args.queries)]
-    cmd += ["--forwards", str(args.forwards)] + (["--compile"] if args.compile else [])
+    cmd += ["--forwards", str(args.forwards), "--gap-ms", str(args.gap_ms)]
+    cmd += ["--compile"] if args.compile else []
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -134,7 +134,12 @@ def read_ahead(
 ) -> Iterator[tuple[list[Any], list[Any]]]:
     """(batch, [read(item) for item in batch]) batch by batch, in order, while the next `ahead`
     batches are read on a pool of `workers` threads: the caller's work on one batch (the
-    network) overlaps the reading of the next. `ahead=0` reads each batch only when asked."""
+    network) overlaps the reading of the next. `ahead=0` reads each batch only when asked.
+    A single item (a query's image) is read in the calling thread: there is nothing to
+    overlap, and starting the pool's threads cost about 3 ms of a 25 ms query."""
+    if len(items) == 1:
+        yield list(items), [read(items[0])]
+        return
     batches = (list(items[i : i + batch_size]) for i in range(0, len(items), batch_size))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[tuple[list[Any], list[Any]]] = deque()

@@ -44,3 +44,14 @@ def test_the_next_batch_is_read_while_the_caller_works() -> None:
 
 def test_nothing_to_read() -> None:
     assert list(read_ahead(lambda i: i, [], 4)) == []
+
+
+def test_a_single_item_is_read_in_the_calling_thread() -> None:
+    readers: list[threading.Thread] = []
+
+    def read(i: int) -> int:
+        readers.append(threading.current_thread())
+        return i + 1
+
+    assert list(read_ahead(read, [5], 4, workers=2, ahead=1)) == [([5], [6])]
+    assert readers == [threading.current_thread()]
