@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.files import image_files, subfolders, walk
+from ..data.files import file_identity, image_files, subfolders, walk
 from ..data.image import is_image_path
 from ..errors import UserError
 from ..labels import CLASS_NAMES
@@ -172,8 +172,8 @@ def attach_neighbours(
     )
     for i, r in zip(rows, found, strict=True):
         crop = result.crops[i]
-        own = os.path.realpath(crop.path)
-        near = [n for n in r.neighbours if os.path.realpath(n.path) != own][:k]
+        own = file_identity(crop.path)
+        near = [n for n in r.neighbours if file_identity(n.path) != own][:k]
         crop.neighbours = [
             {
                 "rank": j + 1,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.files import file_identity
 from ..data.image import ImageError
 from ..errors import UserError
 from ..labels import CLASS_NAMES
@@ -239,8 +240,8 @@ class SearchIndex:
         sims = np.zeros((len(found), k))
         rows = self.rows
         for q, ((_, row_sims, pos), name) in enumerate(zip(found, queries, strict=True)):
-            own = os.path.realpath(name) if name is not None else None
-            voters = [j for j, p in enumerate(pos) if os.path.realpath(rows.paths[p]) != own]
+            own = file_identity(name) if name is not None else None
+            voters = [j for j, p in enumerate(pos) if file_identity(rows.paths[p]) != own]
             voters = voters[:k]
             labels[q, : len(voters)] = rows.labels[pos[voters]]
             sims[q, : len(voters)] = row_sims[voters]

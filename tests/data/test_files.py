@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from karyosearch.data.files import expand_paths, files_under, image_files, subfolders
+from karyosearch.data.files import (
+    expand_paths,
+    file_identity,
+    files_under,
+    image_files,
+    subfolders,
+)
 from karyosearch.errors import UserError
 
 from ..conftest import chromosome_array, write_image
@@ -89,3 +95,15 @@ def test_collect_paths_reports_missing_and_special_paths_and_goes_on(tmp_path: P
     reasons = [(p.name, r) for p, r in listing.skipped]
     assert ("missing.png", "no such file or folder") in reasons
     assert len(reasons) == 1 + len(made) + 1  # the FIFO twice: in the folder, and given
+
+
+def test_file_identity_is_one_for_a_file_its_symlink_and_hard_link(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")  # same bytes, another file
+    (tmp_path / "sym.png").symlink_to(a)
+    (tmp_path / "hard.png").hardlink_to(a)
+    same = {file_identity(p) for p in (a, tmp_path / "sym.png", tmp_path / "hard.png")}
+    assert len(same) == 1 and file_identity(b) not in same
+    gone = tmp_path / "gone.png"  # a file moved away since it was indexed
+    assert file_identity(gone) == str(gone) and file_identity(gone) not in same
