@@ -46,8 +46,8 @@ def prepare_all(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarr
 
 
 def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation, zoom, shift, flips, a scanner's gamma and intensity jitter for a batch
-    (N, 1, S, S)."""
+    """Random rotation, zoom, shift, flips, a lower resolution, a scanner's gamma and
+    intensity jitter for a batch (N, C, S, S)."""
     n, _, size, _ = x.shape
     if recipe.pad_crop:
         p = recipe.pad_crop
@@ -87,6 +87,8 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if recipe.resample:
+        x = resample(x, recipe.resample, gen)
     if recipe.scan_gamma:
         g = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.scan_gamma)
         flip = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
@@ -97,3 +99,17 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.intensity
         x = (x.clamp(0, 1) ** gamma * gain).clamp(0, 1)
     return x
+
+
+def resample(x: torch.Tensor, smallest: float, gen: torch.Generator) -> torch.Tensor:
+    """Half the images (at random) shrunk by a random factor in [smallest, 1] (antialiased)
+    and enlarged back to their side: the detail a lower-resolution scan lacks."""
+    n, _, size, _ = x.shape
+    chosen = torch.rand(n, generator=gen) < 0.5
+    factors = smallest + (1 - smallest) * torch.rand(n, generator=gen)
+    out = x.clone()
+    for k in chosen.nonzero().flatten().tolist():
+        side = max(4, round(size * float(factors[k])))
+        small = F.interpolate(x[k : k + 1], size=(side, side), mode="bilinear", antialias=True)
+        out[k : k + 1] = F.interpolate(small, size=(size, size), mode="bilinear")
+    return out

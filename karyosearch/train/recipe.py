@@ -39,6 +39,11 @@ class Recipe:
     # 1 - (1 - x) ** g: as the gamma of a bright-on-dark scan looks once the pipeline has
     # brought it to one polarity); 0: off (benchmarks/bench_robustness.py measures the need)
     scan_gamma: float = 0.0
+    # smallest factor of a random down-and-up resampling (antialiased bilinear) applied to
+    # half the images of a batch: another lab's lower scan resolution or softer focus, which
+    # the network otherwise never sees (at 128 px, scale 0.5 cost 3.47 points on validation);
+    # 0: off
+    resample: float = 0.0
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
     # canvas this percentile of the training crops' long sides, so length is seen; 0: none

@@ -45,3 +45,22 @@ def test_scan_gamma_bends_intensities_both_ways_and_keeps_the_background():
     lo = min(v ** float(np.exp(0.4)), 1 - (1 - v) ** float(np.exp(-0.4)))
     hi = max(v ** float(np.exp(-0.4)), 1 - (1 - v) ** float(np.exp(0.4)))
     assert float(out[:, 0, 4, 0].min()) >= lo - 1e-6 and float(out[:, 0, 4, 0].max()) <= hi + 1e-6
+
+
+def test_resample_softens_half_the_images_and_only_when_asked():
+    from dataclasses import replace
+
+    from karyosearch.train.augment import resample
+
+    stripes = torch.zeros(200, 1, 32, 32)
+    stripes[:, :, :, ::2] = 1.0  # the finest detail a 32 px image holds
+    out = resample(stripes, 0.5, torch.Generator().manual_seed(0))
+    assert out.shape == stripes.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    contrast = (out[:, 0, :, 1:] - out[:, 0, :, :-1]).abs().mean(dim=(1, 2))
+    softened = contrast < 0.5  # untouched images keep a contrast of 1 between neighbours
+    assert 60 < int(softened.sum()) < 140 and torch.equal(out[~softened], stripes[~softened])
+    bare = replace(PRESETS["default"], rotate=0.0, scale=(1.0, 1.0), translate=0.0, flips=False,
+                   intensity=0.0)  # fmt: skip
+    assert torch.equal(augment(stripes, bare, torch.Generator().manual_seed(0)), stripes)
+    on = augment(stripes, replace(bare, resample=0.5), torch.Generator().manual_seed(0))
+    assert not torch.equal(on, stripes)
