@@ -211,14 +211,14 @@ def child_networks(args: argparse.Namespace) -> dict[str, Any]:
         session = OnnxEncoder(exported())
         return lambda x: session.embed_and_score(x.contiguous().numpy())[0]
 
-    def onnx_variant(threads: int = 2, spin: bool = False, int8: bool = False):
+    def onnx_variant(threads: int | None = None, spin: bool = False, int8: bool = False):
         def setup():
             import tempfile
 
             import onnxruntime as ort
 
             options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
+            options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))  # as queries
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
             with tempfile.TemporaryDirectory() as tmp:
