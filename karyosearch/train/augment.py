@@ -45,9 +45,18 @@ def prepare_all(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarr
     return out
 
 
-def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation, zoom, shift, flips, a lower resolution, a scanner's gamma and
-    intensity jitter for a batch (N, C, S, S)."""
+def source_scale(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarray:
+    """Each prepared crop's input px per source px (`prepare` maps the longer of the crop's
+    sides and the canvas onto `size`), float32 (N,)."""
+    return np.array([size / max(*c.shape, canvas) for c in crops], np.float32)
+
+
+def augment(
+    x: torch.Tensor, recipe: Recipe, gen: torch.Generator, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Random rotation, zoom, shift, flips, a lower resolution, blur, a scanner's gamma and
+    intensity jitter for a batch (N, C, S, S). `scale`: each image's input px per source px
+    (`source_scale`), for `lowres` and `blur`; 1 when not given."""
     n, _, size, _ = x.shape
     if recipe.pad_crop:
         p = recipe.pad_crop
@@ -89,6 +98,12 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if recipe.resample:
         x = resample(x, recipe.resample, gen)
+    if recipe.lowres or recipe.blur:
+        per_px = torch.ones(n) if scale is None else scale.float()
+        if recipe.lowres:
+            x = resample(x, recipe.lowres, gen, sides=size / per_px)
+        if recipe.blur:
+            x = blur(x, recipe.blur * per_px, gen)
     if recipe.scan_gamma:
         g = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.scan_gamma)
         flip = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
@@ -101,15 +116,51 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
     return x
 
 
-def resample(x: torch.Tensor, smallest: float, gen: torch.Generator) -> torch.Tensor:
+def resample(
+    x: torch.Tensor, smallest: float, gen: torch.Generator, sides: torch.Tensor | None = None
+) -> torch.Tensor:
     """Half the images (at random) shrunk by a random factor in [smallest, 1] (antialiased)
-    and enlarged back to their side: the detail a lower-resolution scan lacks."""
+    and enlarged back to their side: the detail a lower-resolution scan lacks. `sides`: the
+    side (px) each image's detail has now, its source's; the input side S when not given."""
     n, _, size, _ = x.shape
     chosen = torch.rand(n, generator=gen) < 0.5
     factors = smallest + (1 - smallest) * torch.rand(n, generator=gen)
     out = x.clone()
     for k in chosen.nonzero().flatten().tolist():
-        side = max(4, round(size * float(factors[k])))
+        base = size if sides is None else float(sides[k])
+        side = min(size, max(4, round(base * float(factors[k]))))
         small = F.interpolate(x[k : k + 1], size=(side, side), mode="bilinear", antialias=True)
         out[k : k + 1] = F.interpolate(small, size=(size, size), mode="bilinear")
     return out
+
+
+def blur(x: torch.Tensor, largest: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Half the images (at random) blurred by a Gaussian of sigma uniform in [0, largest[k]]
+    input px (background stays 0 at the edges), then brought back to the pipeline's contrast
+    (the 99th percentile of the chromosome's pixels at 1), as `prepare` does for a blurred
+    scan."""
+    n, c, size, _ = x.shape
+    chosen = torch.rand(n, generator=gen) < 0.5
+    sigma = largest * torch.rand(n, generator=gen)
+    ix = (chosen & (sigma > 0.1)).nonzero().flatten()
+    if not len(ix):
+        return x
+    s = sigma[ix]
+    radius = min(size - 1, math.ceil(3 * float(s.max())))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t[None, :] / s[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)
+    m = len(ix) * c
+    sub = x[ix].reshape(1, m, size, size)
+    sub = F.conv2d(F.pad(sub, (radius, radius, 0, 0)), kernel[:, None, None, :], groups=m)
+    sub = F.conv2d(F.pad(sub, (0, 0, radius, radius)), kernel[:, None, :, None], groups=m)
+    sub = sub.reshape(len(ix) * c, size * size)
+    top = torch.stack([_content_percentile(row) for row in sub])
+    out = x.clone()
+    out[ix] = (sub / top[:, None]).clamp(0, 1).reshape(len(ix), c, size, size)
+    return out
+
+
+def _content_percentile(row: torch.Tensor, q: float = 0.99) -> torch.Tensor:
+    content = row[row > 1 / 255]
+    return torch.quantile(content, q).clamp_min(1 / 255) if len(content) else row.new_ones(())

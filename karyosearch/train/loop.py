@@ -30,7 +30,7 @@ from ..model.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from ..model.embed import to_model_input
 from ..model.encoder import Encoder, EncoderConfig
 from ..util.runtime import autocast, autocast_dtype, device_name, pick_device
-from .augment import augment, canvas_for, load_all, prepare_all
+from .augment import augment, canvas_for, load_all, prepare_all, source_scale
 from .losses import NormalizedSoftmaxLoss
 from .recipe import Recipe, TrainOptions, resolve_recipe
 from .sampler import ClassBalancedBatchSampler
@@ -204,6 +204,7 @@ def train(
             "crops' long sides)"
         )
     images = prepare_all(crops, recipe.image_size, canvas)
+    scale_train = torch.from_numpy(source_scale(crops[: len(train_ix)], recipe.image_size, canvas))
     del crops
     x_train, x_val = images[: len(train_ix)], images[len(train_ix) :]
     y_train, y_val = labels_all[train_ix], labels_all[val_ix]
@@ -279,7 +280,7 @@ def train(
         for batch in sampler:
             x = torch.from_numpy(x_train[batch]).float().div_(255.0)
             x = x.unsqueeze(1) if x.ndim == 3 else x
-            x = to_model_input(augment(x, recipe, gen), device)
+            x = to_model_input(augment(x, recipe, gen, scale_train[batch]), device)
             y = torch.as_tensor(y_train[batch], device=device)
             with autocast(device):
                 emb, scores = model.embed_and_score(x)

@@ -44,6 +44,14 @@ class Recipe:
     # the network otherwise never sees (at 128 px, scale 0.5 cost 3.47 points on validation);
     # 0: off
     resample: float = 0.0
+    # The same two in the source's own pixels (a crop's input px per source px is S over its
+    # long side; BioImLab's crops are ~41 px long, so at 128 px a source pixel is ~3 input
+    # px and `resample` 0.5 never reaches a half-resolution scan): `lowres`, the smallest
+    # factor of the source resolution half the images are brought down to (as
+    # `bench_robustness`'s "scaled by 0.5" does before the pipeline); `blur`, the largest
+    # sigma (source px) of a Gaussian blur on half the images (its "blur sigma 1"). 0: off
+    lowres: float = 0.0
+    blur: float = 0.0
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
     # canvas this percentile of the training crops' long sides, so length is seen; 0: none

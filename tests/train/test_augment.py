@@ -64,3 +64,49 @@ def test_resample_softens_half_the_images_and_only_when_asked():
     assert torch.equal(augment(stripes, bare, torch.Generator().manual_seed(0)), stripes)
     on = augment(stripes, replace(bare, resample=0.5), torch.Generator().manual_seed(0))
     assert not torch.equal(on, stripes)
+
+
+def test_lowres_works_in_the_source_pixels():
+    from dataclasses import replace
+
+    from karyosearch.train.augment import source_scale
+
+    bare = replace(PRESETS["default"], rotate=0.0, scale=(1.0, 1.0), translate=0.0, flips=False,
+                   intensity=0.0)  # fmt: skip
+    # crops 40 px long (input px per source px 3.2 at 128) and 128 px long (1.0)
+    scale = torch.from_numpy(source_scale([np.ones((40, 20)), np.ones((10, 128))] * 100, 128))
+    assert torch.allclose(scale[:2], torch.tensor([3.2, 1.0]))
+    stripes = torch.zeros(200, 1, 128, 128)
+    stripes[:, :, :, ::2] = 1.0
+    out = augment(stripes, replace(bare, lowres=0.9), torch.Generator().manual_seed(0), scale)
+    contrast = (out[:, 0, :, 1:] - out[:, 0, :, :-1]).abs().mean(dim=(1, 2))
+    touched = contrast < 0.999
+    # a 40 px source brought to >= 36 px cannot hold 128 px stripes; a 128 px one at >= 115 px
+    # keeps some of them: the factor applies to the source's side, not the input's
+    small, large = touched[0::2], touched[1::2]
+    assert 25 < int(small.sum()) < 75 and 25 < int(large.sum()) < 75
+    assert float(contrast[0::2][small].max()) < float(contrast[1::2][large].min())
+    assert torch.equal(out[~touched], stripes[~touched])
+
+
+def test_blur_softens_half_the_images_in_source_pixels_and_keeps_the_contrast():
+    from dataclasses import replace
+
+    bare = replace(PRESETS["default"], rotate=0.0, scale=(1.0, 1.0), translate=0.0, flips=False,
+                   intensity=0.0)  # fmt: skip
+    x = torch.zeros(300, 1, 64, 64)
+    x[:, :, 16:48, 28:36] = 0.5  # a band on background
+    x[:, :, 30:34, 28:36] = 1.0
+    assert torch.equal(augment(x, bare, torch.Generator().manual_seed(0)), x)  # off
+    recipe = replace(bare, blur=1.0)
+    scale = torch.tensor([4.0, 0.5]).repeat(150)  # sigma up to 4 input px, or up to 0.5
+    out = augment(x, recipe, torch.Generator().manual_seed(0), scale)
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert 100 < int(changed.sum()) < 200
+    assert torch.all(out[:, :, :4, :] == 0)  # far background stays background
+    spread = (out[:, 0, :, 20:28] > 0.01).float().sum(dim=(1, 2))  # light left of the band
+    assert float(spread[0::2].max()) > float(spread[1::2].max())  # wider blur on small sources
+    # the chromosome's bright pixels are brought back near 1, as `prepare` normalises
+    top = out[changed].flatten(1).amax(1)
+    assert float(top.min()) > 0.9
