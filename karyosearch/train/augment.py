@@ -45,10 +45,11 @@ def prepare_all(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarr
     return out
 
 
-def source_scale(crops: list[np.ndarray], size: int, canvas: int = 0) -> np.ndarray:
+def source_scale(crops: list[np.ndarray], size: int) -> np.ndarray:
     """Each prepared crop's input px per source px (`prepare` maps the longer of the crop's
-    sides and the canvas onto `size`), float32 (N,)."""
-    return np.array([size / max(*c.shape, canvas) for c in crops], np.float32)
+    sides onto `size`), float32 (N,). With a canvas this is the full view's (channel 0, the
+    band detail); its fixed-scale view gets the same blur, more in its own pixels."""
+    return np.array([size / max(c.shape) for c in crops], np.float32)
 
 
 def augment(

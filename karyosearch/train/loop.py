@@ -204,7 +204,7 @@ def train(
             "crops' long sides)"
         )
     images = prepare_all(crops, recipe.image_size, canvas)
-    scale_train = torch.from_numpy(source_scale(crops[: len(train_ix)], recipe.image_size, canvas))
+    scale_train = torch.from_numpy(source_scale(crops[: len(train_ix)], recipe.image_size))
     del crops
     x_train, x_val = images[: len(train_ix)], images[len(train_ix) :]
     y_train, y_val = labels_all[train_ix], labels_all[val_ix]
