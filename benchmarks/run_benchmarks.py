@@ -13,7 +13,9 @@ Example (the paper's comparison on BioImLab, both splits, 5 seeds):
 
 A recipe field changed for every run (`--set lr=2e-4`, as `karyosearch train --set`) goes into
 the run names (`...-set_lr2e-4`) and the JSON (`run.recipe_overrides`), so that the table
-never averages it with the preset's own recipe.
+never averages it with the preset's own recipe. A second dataset trained on jointly (`--also
+gband612=../shared/data/gband612 --also-split karyo --also-seed 0`, as `karyosearch train
+--also`) goes into the names too (`...-also_gband612karyos0`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Run:
     image_size: int | None = None  # overrides the preset
     init: tuple[str, Path] | None = None  # (short name, checkpoint) to start from
     overrides: tuple[str, ...] = ()  # recipe fields changed, KEY=VALUE as `train --set` takes
+    # (short name, dataset, split or None, seed or None) trained on jointly (`train --also`)
+    also: tuple[str, Path, str | None, int | None] | None = None
 
     @property
     def name(self) -> str:
@@ -67,6 +71,9 @@ class Run:
         if self.overrides:
             kept = (re.sub(r"[^A-Za-z0-9.+-]", "", o) for o in self.overrides)
             parts.append("set_" + "_".join(kept))
+        if self.also is not None:
+            name, _, split, seed = self.also
+            parts.append(f"also_{name}{split or ''}{'' if seed is None else f's{seed}'}")
         return "-".join(parts)
 
 
@@ -93,8 +100,9 @@ def plan(args: argparse.Namespace) -> list[Run]:
     datasets = [parse_data(d) for d in args.data]
     init = parse_data(args.init) if args.init else None
     sets = tuple(args.set or ())
+    also = (*parse_data(args.also), args.also_split, args.also_seed) if args.also else None
     return [
-        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size, init, sets)
+        Run(name, path, arch, split, seed, preset, args.epochs, args.image_size, init, sets, also)
         for (name, path), arch, split, preset, seed in itertools.product(
             datasets, args.arch, args.split, args.preset, parse_seeds(args.seeds)
         )
@@ -155,6 +163,12 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         train_cmd += ["--init", str(run.init[1])]
     for item in run.overrides:
         train_cmd += ["--set", item]
+    if run.also is not None:
+        train_cmd += ["--also", str(run.also[1])]
+        if run.also[2] is not None:
+            train_cmd += ["--also-split", run.also[2]]
+        if run.also[3] is not None:
+            train_cmd += ["--also-seed", str(run.also[3])]
     train_wall = 0.0
     if not done.exists():
         if model.with_name(model.name + ".last").exists():
@@ -202,6 +216,7 @@ def do_run(run: Run, args: argparse.Namespace) -> bool:
         "image_size_override": run.image_size,
         "init": str(run.init[1]) if run.init is not None else None,
         "recipe_overrides": parse_overrides(list(run.overrides)),
+        "also": str(run.also[1]) if run.also is not None else None,
         "train_command": shlex.join(train_cmd),
         "train_wall_seconds": train_wall if train_wall == train_wall else None,
         "bench_wall_seconds": bench_wall,
@@ -240,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         help="change one recipe field for every run, as `karyosearch train --set` (repeatable; "
         "run names end set_KEYVALUE)",
     )
+    ap.add_argument(
+        "--also",
+        help="NAME=DATA: train every run jointly on this second dataset, as `karyosearch "
+        "train --also` (run names end also_NAME, with --also-split and --also-seed)",
+    )
+    ap.add_argument("--also-split", help="the --also dataset's split (default: each run's)")
+    ap.add_argument("--also-seed", type=int, help="the --also dataset's seed (default: each run's)")
     ap.add_argument("--max-minutes", type=float, help="per-run training wall-time cap")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=64, help="bench batch size")
@@ -251,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.init and "=" not in args.init:
         ap.error("--init takes NAME=CHECKPOINT (NAME goes into the run names)")
+    if args.also and "=" not in args.also:
+        ap.error("--also takes NAME=DATA (NAME goes into the run names)")
+    if not args.also and (args.also_split or args.also_seed is not None):
+        ap.error("--also-split and --also-seed need --also")
     try:
         parse_overrides(args.set or [])
     except UserError as err:

@@ -74,3 +74,23 @@ def test_a_recipe_change_that_is_no_literal_is_refused(
         driver.main(["--data", "x=/nowhere", "--set", "lr", "--dry-run"])
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_joint_dataset_names_its_runs_and_reaches_train(
+    driver: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    argv = ["--data", "bioimlab=/b", "--arch", "proxy-resnext-cbam", "--split", "paper"]
+    argv += ["--seeds", "1", "--also", "gband612=/g", "--also-split", "karyo", "--also-seed", "0"]
+    argv += ["--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    commands: list[list[str]] = []
+    monkeypatch.setattr(driver, "run_logged", lambda cmd, log: (commands.append(cmd), (1, 0.0))[1])
+    assert driver.main(argv) == 1  # the stand-in training fails; its command is what counts
+    name = "bioimlab-proxy-resnext-cbam-paper-s1-default-also_gband612karyos0"
+    assert name in capsys.readouterr().out
+    train = commands[0]
+    assert train[train.index("--also") + 1] == "/g"
+    assert train[train.index("--also-split") + 1] == "karyo"
+    assert train[train.index("--also-seed") + 1] == "0"
+    with pytest.raises(SystemExit):
+        driver.main(["--data", "x=/nowhere", "--also-seed", "0", "--dry-run"])

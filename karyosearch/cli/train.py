@@ -66,6 +66,23 @@ def train_command(
             "refused if its training saw this split's test images.",
         ),
     ] = None,
+    also: Annotated[
+        Path | None,
+        typer.Option(
+            "--also",
+            help="Train jointly on a second labelled dataset (another stain): its training "
+            "part fills a share of every batch (recipe field also_share, default 0.5); "
+            "validation and the checkpoint choice stay on --data.",
+        ),
+    ] = None,
+    also_split: Annotated[
+        str | None,
+        typer.Option("--also-split", help="The --also dataset's split (default: --split)."),
+    ] = None,
+    also_seed: Annotated[
+        int | None,
+        typer.Option("--also-seed", help="The --also dataset's split seed (default: --seed)."),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -85,6 +102,7 @@ def train_command(
     need_path(data)
     need_output_file(out)
     need_path(init, file=True, what="checkpoint file")
+    need_path(also)
     from ..data.splits import SPLITS
     from ..model.encoder import ARCHS
     from ..train.loop import train
@@ -94,6 +112,10 @@ def train_command(
         raise fail(f"unknown --arch {arch!r}: choose {', '.join(ARCHS)}")
     if split not in SPLITS:
         raise fail(f"unknown --split {split!r}: choose {', '.join(SPLITS)}")
+    if also_split is not None and also_split not in SPLITS:
+        raise fail(f"unknown --also-split {also_split!r}: choose {', '.join(SPLITS)}")
+    if also is None and (also_split is not None or also_seed is not None):
+        raise fail("--also-split and --also-seed need --also")
 
     opts = TrainOptions(
         data=str(data),
@@ -109,6 +131,9 @@ def train_command(
         resume=resume,
         max_minutes=max_minutes,
         init=str(init) if init is not None else None,
+        also=str(also) if also is not None else None,
+        also_split=also_split,
+        also_seed=also_seed,
         overrides=parse_overrides(overrides or []),
     )
     try:

@@ -1,8 +1,9 @@
 """Provenance: where a checkpoint's training images came from, and whether a test part is
 one it never saw.
 
-A checkpoint's training record names its dataset, split and seed, and those of the
-checkpoints it was initialised from (`train --init`). A test part of the same dataset under
+A checkpoint's training record names its dataset, split and seed, those of the checkpoints
+it was initialised from (`train --init`) and those of a second dataset trained on jointly
+(`train --also`). A test part of the same dataset under
 another split or seed would overlap the training images and flatter every number, so it is
 refused (`check_unseen`), for `bench`, `train --init` and the karyotype fit alike.
 """
@@ -45,6 +46,18 @@ def lineage(record: dict[str, Any]) -> list[dict[str, Any]]:
     return chain
 
 
+def trainings(record: dict[str, Any], who: str = "the model") -> list[tuple[dict[str, Any], str]]:
+    """Every training part behind a checkpoint, with who saw it: each record of its
+    `lineage` and, after it, the second dataset it trained on jointly (its "also" key)."""
+    parts = []
+    for depth, rec in enumerate(lineage(record)):
+        whose = who if depth == 0 else f"a checkpoint that {who} started from (--init)"
+        parts.append((rec, whose))
+        if rec.get("also"):
+            parts.append((rec["also"], f"{whose}, trained jointly on this dataset (--also),"))
+    return parts
+
+
 def check_unseen(
     record: dict[str, Any], dataset: Dataset, name: str, number: int, who: str = "the model"
 ) -> list[str]:
@@ -55,10 +68,9 @@ def check_unseen(
     for records that cannot tell; raises UserError for an overlap.
     """
     warnings: list[str] = []
-    for depth, rec in enumerate(lineage(record)):
+    for rec, whose in trainings(record, who):
         if not same_dataset(rec, dataset):
             continue
-        whose = who if depth == 0 else f"a checkpoint that {who} started from (--init)"
         trained_split, trained_seed = rec.get("split"), rec.get("seed")
         if trained_split is not None and name != trained_split:
             raise UserError(
@@ -85,17 +97,20 @@ def resolve_split(
 ) -> tuple[str, int, list[str]]:
     """The split name and seed to test on, and warnings; refuses a leaking choice.
 
-    Defaults come from the checkpoint's training record. A split or seed other than the one
-    the model (or a checkpoint it was initialised from) trained with is refused on the same
-    dataset (its test part would overlap the training images) and allowed on another dataset.
+    Defaults come from the training record that trained on this dataset (the checkpoint's
+    own, one it was initialised from, or its --also part; the checkpoint's own when none
+    did). A split or seed other than that record's is refused on the same dataset (its test
+    part would overlap the training images) and allowed on another dataset.
     """
-    trained_split, trained_seed = record.get("split"), record.get("seed")
+    here = [rec for rec, _ in trainings(record) if same_dataset(rec, dataset)]
+    source = here[0] if here else record
+    trained_split, trained_seed = source.get("split"), source.get("seed")
     name = split if split is not None else (trained_split or "paper")
     number = seed if seed is not None else (int(trained_seed) if trained_seed is not None else 0)
     if name not in SPLITS:
         raise UserError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
     warnings = check_unseen(record, dataset, name, number)
-    if not same_dataset(record, dataset):
+    if not here:
         warnings.append(
             f"the model was trained on another dataset ({record.get('dataset')}); "
             f"testing on the {name!r} split, seed {number}, of {dataset.root}"

@@ -25,7 +25,7 @@ from ..data.datasets import Dataset, read_dataset
 from ..data.image import PREPROCESS_VERSION, ImageError
 from ..data.splits import split_dataset
 from ..errors import UserError
-from ..evaluation.provenance import check_unseen
+from ..evaluation.provenance import check_unseen, same_dataset
 from ..model.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from ..model.embed import to_model_input
 from ..model.encoder import Encoder, EncoderConfig
@@ -167,12 +167,16 @@ def train(
         saved = dict(resumed.train["recipe"], scale=tuple(resumed.train["recipe"]["scale"]))
         saved["image_size"] = resumed.config.image_size  # stored once, in the config
         recipe = Recipe(**saved)
+        also = resumed.train.get("also") or {}
         opts = replace(
             opts,
             arch=resumed.train["arch"],
             split=resumed.train["split"],
             seed=resumed.train["seed"],
             preset=resumed.train["preset"],
+            also=also.get("dataset"),
+            also_split=also.get("split"),
+            also_seed=also.get("seed"),
         )
     else:
         recipe = resolve_recipe(opts)
@@ -188,9 +192,13 @@ def train(
             source.train, dataset, opts.split, opts.seed, who="the --init checkpoint"
         ):
             log(f"warning: {warning}")
+    also, also_paths, also_labels = _also_part(opts, dataset)
     if opts.limit is not None:
         train_ix, val_ix = train_ix[: opts.limit], val_ix[: max(opts.limit // 4, 1)]
-    paths = [dataset.items[i].path for i in np.concatenate([train_ix, val_ix])]
+        also_paths, also_labels = also_paths[: opts.limit], also_labels[: opts.limit]
+    n_train = len(train_ix) + len(also_paths)  # the main training part, then the --also one
+    paths = [dataset.items[i].path for i in train_ix] + also_paths
+    paths += [dataset.items[i].path for i in val_ix]
     labels_all = np.asarray(dataset.labels)
     bar = progress("preparing images", len(paths)) if progress else None
     try:
@@ -204,10 +212,11 @@ def train(
             "crops' long sides)"
         )
     images = prepare_all(crops, recipe.image_size, canvas)
-    scale_train = torch.from_numpy(source_scale(crops[: len(train_ix)], recipe.image_size))
+    scale_train = torch.from_numpy(source_scale(crops[:n_train], recipe.image_size))
     del crops
-    x_train, x_val = images[: len(train_ix)], images[len(train_ix) :]
-    y_train, y_val = labels_all[train_ix], labels_all[val_ix]
+    x_train, x_val = images[:n_train], images[n_train:]
+    y_train = np.concatenate([labels_all[train_ix], also_labels]).astype(labels_all.dtype)
+    y_val = labels_all[val_ix]
 
     cfg = EncoderConfig(
         arch=opts.arch,
@@ -224,7 +233,12 @@ def train(
     model = model.to(device).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval() if recipe.ema else None
     sampler = ClassBalancedBatchSampler(
-        y_train, recipe.m_per_class, recipe.classes_per_batch, opts.seed
+        y_train,
+        recipe.m_per_class,
+        recipe.classes_per_batch,
+        opts.seed,
+        extra=np.arange(n_train) >= len(train_ix) if len(also_paths) else None,
+        share=recipe.also_share,
     )
     opt = _optimizer(model, recipe)
     sched = _scheduler(opt, recipe, len(sampler))
@@ -249,6 +263,7 @@ def train(
         "n_train": int(len(train_ix)),
         "n_val": int(len(val_ix)),
         "init": init,
+        "also": also,
         "curve": [],
         "best_epoch": None,
         "val_accuracy": None,
@@ -360,6 +375,24 @@ def train(
         best_model.load_state_dict(best_ckpt.state_dict)
         save_checkpoint(out, best_model, record)
     return {**record, "image_size": recipe.image_size}
+
+
+def _also_part(opts: TrainOptions, dataset: Dataset) -> tuple[dict | None, list, np.ndarray]:
+    """The training part of `opts.also` (joint training): its record for the checkpoint
+    (dataset, layout, split, seed, count; `evaluation.provenance` follows it as it follows
+    `--init`), its image paths and class indices. None, [], [] without --also."""
+    if opts.also is None:
+        return None, [], np.zeros(0, np.int64)
+    other = read_dataset(opts.also, "auto")
+    record = {"dataset": str(other.root), "layout": other.layout}
+    if same_dataset(record, dataset):
+        raise UserError(f"--also {opts.also}: the dataset being trained on; give another one")
+    name = opts.also_split if opts.also_split is not None else opts.split
+    number = opts.also_seed if opts.also_seed is not None else opts.seed
+    train_ix = split_dataset(other, name, number).train
+    record.update(split=name, seed=number, n_train=int(len(train_ix)))
+    labels = np.asarray(other.labels)[train_ix]
+    return record, [other.items[i].path for i in train_ix], labels
 
 
 @torch.no_grad()

@@ -52,6 +52,9 @@ class Recipe:
     # sigma (source px) of a Gaussian blur on half the images (its "blur sigma 1"). 0: off
     lowres: float = 0.0
     blur: float = 0.0
+    # joint training (`train --also`): the probability that an image slot of a batch is
+    # filled from the second dataset's training part (an epoch is as long as without it)
+    also_share: float = 0.5
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
     # canvas this percentile of the training crops' long sides, so length is seen; 0: none
@@ -110,7 +113,7 @@ class TrainOptions:
     data: str  # dataset folder or manifest
     out: str  # best checkpoint path
     arch: str = "proxy-resnext-cbam"  # one of model.ARCHS
-    split: str = "paper"  # "paper" or "cell"
+    split: str = "paper"  # "paper", "cell" or "karyo" (data.splits)
     seed: int = 0  # seeds the split, the initialisation, batches and augmentation
     preset: str = "default"  # key of PRESETS
     epochs: int | None = None  # overrides the preset
@@ -121,6 +124,12 @@ class TrainOptions:
     max_minutes: float | None = None  # stop after this wall time (keeps the best so far)
     limit: int | None = None  # use only the first N training images (smoke tests)
     init: str | None = None  # start from this checkpoint's weights instead of at random
+    # joint training: a second labelled dataset (another stain) whose training part under
+    # `also_split` / `also_seed` (default: `split` / `seed`) joins the batches; validation
+    # and checkpoint choice stay on `data`
+    also: str | None = None
+    also_split: str | None = None
+    also_seed: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # Recipe fields to change
 
 

@@ -85,6 +85,7 @@ def missing_path_commands(s: dict[str, Path], gone: Path) -> dict[str, list[str]
         "data inspect": ["data", "inspect", str(gone)],
         "train --data": ["train", "--data", str(gone), "--out", str(gone.parent / "o.pt")],
         "train --init": ["train", "--data", data, "--out", "o.pt", "--init", str(gone)],
+        "train --also": ["train", "--data", data, "--out", "o.pt", "--also", str(gone)],
         "bench --data": ["bench", "--data", str(gone), "--model", good],
         "bench --model": ["bench", "--data", data, "--model", str(gone)],
         "index PATH": ["index", str(gone), "--model", good, "--index", str(gone.parent / "i")],

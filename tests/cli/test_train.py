@@ -21,6 +21,16 @@ def test_cli_train_errors_are_one_line(tmp_path):
     )
     assert result.exit_code == 1 and "unknown preset" in result.output
     assert "Traceback" not in result.output
+    for extra, says in [
+        (["--also-seed", "1"], "need --also"),
+        (["--also", str(data), "--also-split", "random"], "unknown --also-split"),
+        (["--also", str(data), "--epochs", "1"], "the dataset being trained on"),
+    ]:
+        result = runner.invoke(
+            app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), *extra]
+        )
+        assert result.exit_code == 1 and says in result.output, (extra, result.output)
+        assert "Traceback" not in result.output
     for bad, says in [
         ("rotate", "KEY=VALUE"),
         ("rotate=abc", "KEY=VALUE"),

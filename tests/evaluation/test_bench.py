@@ -148,6 +148,29 @@ def test_a_leak_through_an_init_checkpoint_is_refused(tiny: tuple[Path, Path]) -
     assert resolve_split(clean, dataset, None, None) == ("paper", 0, [])
 
 
+def test_a_dataset_trained_on_jointly_counts_and_sets_the_default_split(
+    tiny: tuple[Path, Path],
+) -> None:
+    data, _ = tiny
+    dataset = read_dataset(data)
+    here = {"dataset": str(dataset.root), "layout": dataset.layout}
+    # trained on another dataset (seed 0) with this one's training part of seed 2 (--also)
+    record = {"split": "paper", "seed": 0, "dataset": "/elsewhere/bioimlab", "layout": "bioimlab"}
+    joint = {**record, "also": {**here, "split": "cell", "seed": 2, "n_train": 30}}
+    assert resolve_split(joint, dataset, None, None) == ("cell", 2, [])
+    with pytest.raises(UserError, match="jointly .*split seed 2"):
+        resolve_split(joint, dataset, "cell", 0)
+    with pytest.raises(UserError, match="jointly .*'cell' split"):
+        resolve_split(joint, dataset, "paper", 2)
+    # an --also part of an --init checkpoint counts as well
+    grandchild = {**record, "seed": 1, "init": joint}
+    with pytest.raises(UserError, match="started from .*jointly"):
+        resolve_split(grandchild, dataset, "cell", 0)
+    # a model initialised from one trained here tests, by default, where that one did
+    child = {**record, "init": {**here, "split": "cell", "seed": 1}}
+    assert resolve_split(child, dataset, None, None) == ("cell", 1, [])
+
+
 def test_unrecorded_checkpoint_warns_and_resnext_uses_logits(tiny: tuple[Path, Path]) -> None:
     data, _ = tiny
     dataset = read_dataset(data)

@@ -172,6 +172,40 @@ def test_init_starts_from_a_checkpoint_and_refuses_a_leak_or_another_network(tmp
         )
 
 
+def test_joint_training_records_the_second_dataset_and_resumes_with_it(tmp_path):
+    from karyosearch.data.datasets import read_dataset
+    from karyosearch.evaluation.provenance import resolve_split
+
+    data = make_folder_dataset(tmp_path / "data")
+    other = make_folder_dataset(tmp_path / "other", per_class=8)
+    out = tmp_path / "m.pt"
+    opts = TrainOptions(
+        data=str(data),
+        out=str(out),
+        epochs=2,
+        image_size=32,
+        overrides={**PLAIN, "also_share": 0.5},
+        also=str(other),
+        also_seed=3,
+        max_minutes=0.0,
+    )  # stops after the first epoch
+    first = train(opts, log=lambda s: None)
+    also = first["also"]
+    assert (also["split"], also["seed"], also["layout"]) == ("paper", 3, "folders")
+    assert also["dataset"] == str(other.resolve()) and 0 < also["n_train"] < 32
+    assert first["n_train"] < 20  # the main dataset's own count
+    resumed = train(TrainOptions(data=str(data), out=str(out), resume=True), log=lambda s: None)
+    assert resumed["also"] == also and len(resumed["curve"]) == 2
+    # benched on the second dataset, the model tests where its joint training left off
+    record = load_encoder(out).train_record
+    assert resolve_split(record, read_dataset(other), None, None) == ("paper", 3, [])
+    with pytest.raises(UserError, match="the dataset being trained on"):
+        train(
+            TrainOptions(data=str(data), out=str(tmp_path / "x.pt"), epochs=1, also=str(data)),
+            log=lambda s: None,
+        )
+
+
 def _as_preprocessing(path, version: int) -> None:
     """Rewrite checkpoint `path` as if an earlier karyosearch, preparing images with
     `version`, had written it (the fingerprint covers the weights only)."""

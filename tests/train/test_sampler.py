@@ -36,3 +36,33 @@ def test_same_seed_same_batches_and_epochs_differ():
     assert list(a) == list(b)
     a.set_epoch(1)
     assert list(a) != list(b)
+
+
+def test_extra_images_fill_their_share_of_slots_and_leave_the_epoch_length():
+    labels = [i % 4 for i in range(64)] + [i % 4 for i in range(400)]  # 64 main, 400 extra
+    extra = [False] * 64 + [True] * 400
+    for share, low, high in ((0.0, 0.0, 0.0), (0.5, 0.4, 0.6), (1.0, 1.0, 1.0)):
+        sampler = ClassBalancedBatchSampler(labels, 2, 4, seed=3, extra=extra, share=share)
+        batches = list(sampler)
+        assert len(batches) == 64 // 8  # the main images' epoch, however many extra
+        drawn = [i for batch in batches for i in batch]
+        assert low <= sum(extra[i] for i in drawn) / len(drawn) <= high
+        for batch in batches:
+            assert set(Counter(labels[i] for i in batch).values()) == {2}
+
+
+def test_no_extra_images_gives_the_batches_of_before():
+    labels = [i % 6 for i in range(120)]
+    plain = ClassBalancedBatchSampler(labels, m=2, classes_per_batch=4, seed=5)
+    marked = ClassBalancedBatchSampler(
+        labels, m=2, classes_per_batch=4, seed=5, extra=[False] * 120, share=0.5
+    )
+    assert list(plain) == list(marked)
+
+
+def test_a_class_only_the_extra_images_have_is_still_drawn():
+    labels = [0] * 20 + [1] * 20 + [2] * 20
+    extra = [False] * 40 + [True] * 20  # class 2 exists only in the second dataset
+    sampler = ClassBalancedBatchSampler(labels, 2, 3, seed=0, extra=extra, share=0.1)
+    drawn = [i for batch in sampler for i in batch]
+    assert any(labels[i] == 2 for i in drawn) and len(sampler) == 40 // 6
