@@ -71,8 +71,9 @@ def train_command(
         typer.Option(
             "--also",
             help="Train jointly on a second labelled dataset (another stain): its training "
-            "part fills a share of every batch (recipe field also_share, default 0.5); "
-            "validation and the checkpoint choice stay on --data.",
+            "part fills a share of every batch (recipe field also_share, default 0.5; an "
+            "epoch grows to still show each --data image once); validation and the "
+            "checkpoint choice stay on --data.",
         ),
     ] = None,
     also_split: Annotated[

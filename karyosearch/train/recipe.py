@@ -52,8 +52,9 @@ class Recipe:
     # sigma (source px) of a Gaussian blur on half the images (its "blur sigma 1"). 0: off
     lowres: float = 0.0
     blur: float = 0.0
-    # joint training (`train --also`): the probability that an image slot of a batch is
-    # filled from the second dataset's training part (an epoch is as long as without it)
+    # joint training (`train --also`): the probability (< 1) that an image slot of a batch
+    # is filled from the second dataset's training part; an epoch then lasts 1 / (1 - share)
+    # times longer, so that it still shows about every image of the first dataset once
     also_share: float = 0.5
     ema: float = 0.0  # weight EMA decay per step (0 = off); evaluation uses the EMA weights
     canvas_percentile: float = 0.0  # >0: add a fixed-scale view (image.prepare_input) on a
@@ -150,6 +151,10 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
         raise UserError(f"bad training override: {err}") from None
     if recipe.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if not 0.0 <= recipe.also_share < 1.0:
+        raise UserError(
+            f"recipe field also_share takes a number in [0, 1), not {recipe.also_share}"
+        )
     return recipe
 
 

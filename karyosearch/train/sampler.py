@@ -6,8 +6,8 @@ for a batch, and a class with fewer than m images is sampled with replacement.
 
 Joint training (`train --also`) marks the images of a second dataset as `extra`: each image
 slot of a class is then filled from that class's extra images with probability `share`, and
-an epoch stays as long as the main images alone make it (the second dataset adds variety, not
-time).
+an epoch grows by 1 / (1 - share) so that it still shows about every main image once (the
+second dataset's images come on top of an epoch of before).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from torch.utils.data import Sampler
 class ClassBalancedBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices: `classes_per_batch` classes x `m` images each.
 
-    An epoch is `len(labels) // (classes_per_batch * m)` batches (the main images' count
-    only, with `extra`); seeded and reproducible (`set_epoch` reseeds per epoch, as
-    DistributedSampler does). `extra`: a boolean mask of the second dataset's images, drawn
-    with probability `share` per slot; without it the batches are exactly those of before.
+    An epoch is `len(labels) // (classes_per_batch * m)` batches; seeded and reproducible
+    (`set_epoch` reseeds per epoch, as DistributedSampler does). `extra`: a boolean mask of a
+    second dataset's images, drawn with probability `share` (< 1) per slot, the epoch then
+    `main images / ((1 - share) * batch)` batches; without it the batches are exactly those
+    of before.
     """
 
     def __init__(
@@ -47,8 +48,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         is_extra = np.zeros(len(self.labels), bool) if extra is None else np.asarray(extra, bool)
         if is_extra.shape != self.labels.shape:
             raise ValueError("extra must mark each label")
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"share must be in [0, 1], not {share}")
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"share must be in [0, 1), not {share}")
         self.n_main = int((~is_extra).sum())
         self.share = share if is_extra.any() else 0.0
         # A class with no main image (or no extra one) always draws from the pool it has.
@@ -64,7 +65,7 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         return self.m * self.classes_per_batch
 
     def __len__(self) -> int:
-        return max(1, self.n_main // self.batch_size)
+        return max(1, int(self.n_main / ((1.0 - self.share) * self.batch_size)))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

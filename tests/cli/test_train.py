@@ -40,6 +40,7 @@ def test_cli_train_errors_are_one_line(tmp_path):
         ("epochs=2.5", "whole number"),
         ("flips=1", "True or False"),
         ("optimizer='lion'", "adamw, sgd"),
+        ("also_share=1.0", "[0, 1)"),
     ]:
         result = runner.invoke(
             app, ["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--set", bad]

@@ -38,15 +38,17 @@ def test_same_seed_same_batches_and_epochs_differ():
     assert list(a) != list(b)
 
 
-def test_extra_images_fill_their_share_of_slots_and_leave_the_epoch_length():
-    labels = [i % 4 for i in range(64)] + [i % 4 for i in range(400)]  # 64 main, 400 extra
-    extra = [False] * 64 + [True] * 400
-    for share, low, high in ((0.0, 0.0, 0.0), (0.5, 0.4, 0.6), (1.0, 1.0, 1.0)):
+def test_extra_images_fill_their_share_of_slots_on_top_of_an_epoch_of_main_images():
+    labels = [i % 4 for i in range(320)] + [i % 4 for i in range(2000)]  # 320 main, 2000 extra
+    extra = [False] * 320 + [True] * 2000
+    for share, batches_per_epoch in ((0.0, 40), (0.5, 80), (0.75, 160)):
         sampler = ClassBalancedBatchSampler(labels, 2, 4, seed=3, extra=extra, share=share)
         batches = list(sampler)
-        assert len(batches) == 64 // 8  # the main images' epoch, however many extra
+        assert len(batches) == batches_per_epoch  # about every main image once, whatever extra
         drawn = [i for batch in batches for i in batch]
-        assert low <= sum(extra[i] for i in drawn) / len(drawn) <= high
+        assert abs(sum(extra[i] for i in drawn) / len(drawn) - share) < 0.05
+        main = [i for i in drawn if not extra[i]]
+        assert abs(len(main) - 320) < 40 and len(set(main)) > 0.8 * 320
         for batch in batches:
             assert set(Counter(labels[i] for i in batch).values()) == {2}
 
@@ -65,4 +67,4 @@ def test_a_class_only_the_extra_images_have_is_still_drawn():
     extra = [False] * 40 + [True] * 20  # class 2 exists only in the second dataset
     sampler = ClassBalancedBatchSampler(labels, 2, 3, seed=0, extra=extra, share=0.1)
     drawn = [i for batch in sampler for i in batch]
-    assert any(labels[i] == 2 for i in drawn) and len(sampler) == 40 // 6
+    assert any(labels[i] == 2 for i in drawn) and len(sampler) == int(40 / (0.9 * 6))
