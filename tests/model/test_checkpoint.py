@@ -132,8 +132,7 @@ def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path
     ("name", "fingerprint", "preprocess_version"),
     [
         ("bioimlab-proxy-resnext-cbam-96px.pt", "b7c1c369f5480dcd", 2),
-        ("gband612-proxy-resnext-cbam-96px.pt", "507f0ed662909ae4", 2),
-        ("candidates/gband612-proxy-resnext-cbam-96px.pt", "d380549af926d687", 2),
+        ("gband612-proxy-resnext-cbam-96px.pt", "d380549af926d687", 2),
     ],
 )
 def test_shipped_models_verify_and_keep_their_fingerprints(
