@@ -98,8 +98,9 @@ def preset_of(r: dict[str, Any]) -> str:
     """The preset, the preprocessing its crops were made with where it is not the first
     (`data.image.PREPROCESS_VERSION`; runs before it was recorded are v1), and the checkpoint
     the run started from (`train --init`): its dataset, split, seed and epochs, and the recipe
-    fields the run changed (`run_benchmarks.py --set`), so that runs from different starting
-    points, pipelines or recipes are not averaged."""
+    fields the run changed (`run_benchmarks.py --set`) and a second dataset it trained on
+    jointly (`--also`), so that runs from different starting points, pipelines, recipes or
+    data are not averaged."""
     preset = str(r.get("preset") or "?")
     version = int(r.get("preprocess_version") or 1)
     if version != 1:
@@ -117,6 +118,10 @@ def preset_of(r: dict[str, Any]) -> str:
         preset += f" e{init_epochs(init)}" if epochs is not None else ""
     overrides = (r.get("run") or {}).get("recipe_overrides") or {}
     preset += "".join(f", {key}={value}" for key, value in sorted(overrides.items()))
+    also = (r.get("train") or {}).get("also")  # a second dataset trained on jointly
+    if also:
+        name = Path(str(also.get("dataset") or "?")).name
+        preset += f", with {name} {also.get('split', '?')} s{also.get('seed', '?')}"
     return preset
 
 

@@ -197,6 +197,15 @@ def test_runs_with_a_recipe_change_are_a_row_of_their_own(make_table: ModuleType
     assert presets == ["default", "default, ema=0.99, lr=0.0002"]
 
 
+def test_runs_trained_jointly_on_a_second_dataset_are_a_row_of_their_own(
+    make_table: ModuleType,
+) -> None:
+    joint = fake_run(0, 0.95, 0.94)
+    joint["train"]["also"] = {"dataset": "/data/gband612", "split": "karyo", "seed": 0}
+    assert make_table.preset_of(joint) == "default, with gband612 karyo s0"
+    assert make_table.group_key(joint) != make_table.group_key(fake_run(0, 0.95, 0.94))
+
+
 def test_a_staged_recipe_groups_its_seeds(make_table: ModuleType) -> None:
     """Each seed's second stage starts from that seed's own first stage: one recipe, one row;
     a start from another seed (or dataset) stays apart."""
