@@ -51,22 +51,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     models = args.model
-    first = argparse.Namespace(model=models[0], data=args.data, split=None, seed=None)
-    first.part = args.part
+    first = argparse.Namespace(
+        model=models[0], data=args.data, split=None, seed=None, part=args.part
+    )
     encoder, dataset, split, seed, warnings, part = own_part(first)
     paths = [str(dataset.items[i].path) for i in part]
     labels = np.asarray([dataset.items[i].label for i in part])
     started = time.monotonic()
     members = {}
+    inputs = {}  # members of one input size, canvas and preprocessing share their inputs
     for path in models:
-        member = load_encoder(path)
+        member = encoder if path == models[0] else load_encoder(path)
         trained = member.train_record or {}
         if (trained.get("split"), trained.get("seed")) != (split, seed):
             sys.exit(f"error: {path} trained on split {trained.get('split')} seed "
                      f"{trained.get('seed')}, not {split} seed {seed}")  # fmt: skip
         cfg = member.cfg
-        inputs = prepared(paths, lambda x: x, cfg.image_size, cfg.canvas, cfg.preprocess_version)
-        members[str(path)] = embed_arrays(member, inputs)
+        how = (cfg.image_size, cfg.canvas, cfg.preprocess_version)
+        if how not in inputs:
+            inputs[how] = prepared(paths, lambda x: x, *how)
+        members[str(path)] = embed_arrays(member, inputs[how])
     rows = []
     for r in range(1, len(members) + 1):
         for combo in itertools.combinations(members, r):
