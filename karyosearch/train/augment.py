@@ -5,6 +5,7 @@ cores spend their time in the network, not in data loading.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data.image import load, prepare_input
 from .recipe import Recipe
@@ -55,9 +57,9 @@ def source_scale(crops: list[np.ndarray], size: int) -> np.ndarray:
 def augment(
     x: torch.Tensor, recipe: Recipe, gen: torch.Generator, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Random rotation, zoom, shift, flips, a lower resolution, blur, a scanner's gamma and
-    intensity jitter for a batch (N, C, S, S). `scale`: each image's input px per source px
-    (`source_scale`), for `lowres` and `blur`; 1 when not given."""
+    """Random rotation, zoom, shift, flips, a lower resolution, blur, JPEG, a scanner's gamma
+    and intensity jitter for a batch (N, C, S, S). `scale`: each image's input px per source
+    px (`source_scale`), for `lowres`, `blur` and `jpeg`; 1 when not given."""
     n, _, size, _ = x.shape
     if recipe.pad_crop:
         p = recipe.pad_crop
@@ -99,12 +101,14 @@ def augment(
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if recipe.resample:
         x = resample(x, recipe.resample, gen)
-    if recipe.lowres or recipe.blur:
+    if recipe.lowres or recipe.blur or recipe.jpeg:
         per_px = torch.ones(n) if scale is None else scale.float()
         if recipe.lowres:
             x = resample(x, recipe.lowres, gen, sides=size / per_px)
         if recipe.blur:
             x = blur(x, recipe.blur * per_px, gen)
+        if recipe.jpeg:
+            x = jpeg(x, recipe.jpeg, gen, sides=size / per_px)
     if recipe.scan_gamma:
         g = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * recipe.scan_gamma)
         flip = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
@@ -132,6 +136,27 @@ def resample(
         side = min(size, max(4, round(base * float(factors[k]))))
         small = F.interpolate(x[k : k + 1], size=(side, side), mode="bilinear", antialias=True)
         out[k : k + 1] = F.interpolate(small, size=(size, size), mode="bilinear")
+    return out
+
+
+def jpeg(x: torch.Tensor, lowest: int, gen: torch.Generator, sides: torch.Tensor) -> torch.Tensor:
+    """Half the images (at random) saved as JPEG at a quality uniform in [lowest, 95] and read
+    back, at their source's side `sides[k]` (px; brought there and back by bilinear
+    resampling), so the 8x8 blocks are the source's as in another lab's JPEG files."""
+    n, c, size, _ = x.shape
+    chosen = torch.rand(n, generator=gen) < 0.5
+    quality = torch.randint(lowest, 96, (n,), generator=gen)
+    out = x.clone()
+    for k in chosen.nonzero().flatten().tolist():
+        side = min(size, max(8, round(float(sides[k]))))
+        small = F.interpolate(x[k : k + 1], size=(side, side), mode="bilinear", antialias=True)
+        grey = (small[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        for ch in range(c):
+            buf = io.BytesIO()
+            Image.fromarray(grey[ch]).save(buf, format="JPEG", quality=int(quality[k]))
+            grey[ch] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+        back = torch.from_numpy(grey.astype(np.float32) / 255.0)[None]
+        out[k : k + 1] = F.interpolate(back, size=(size, size), mode="bilinear").clamp(0, 1)
     return out
 
 

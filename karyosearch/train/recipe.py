@@ -52,6 +52,9 @@ class Recipe:
     # sigma (source px) of a Gaussian blur on half the images (its "blur sigma 1"). 0: off
     lowres: float = 0.0
     blur: float = 0.0
+    # the lowest quality of a JPEG round trip in the source's pixels on half the images
+    # (quality uniform in [jpeg, 95]; `bench_robustness`'s "jpeg 50"); 0: off
+    jpeg: int = 0
     # joint training (`train --also`): the probability (< 1) that an image slot of a batch
     # is filled from the second dataset's training part; an epoch then lasts 1 / (1 - share)
     # times longer, so that it still shows about every image of the first dataset once
@@ -155,6 +158,8 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
         raise UserError(
             f"recipe field also_share takes a number in [0, 1), not {recipe.also_share}"
         )
+    if recipe.jpeg and not 1 <= recipe.jpeg <= 95:
+        raise UserError(f"recipe field jpeg takes a quality in [1, 95] (0: off), not {recipe.jpeg}")
     return recipe
 
 

@@ -110,3 +110,29 @@ def test_blur_softens_half_the_images_in_source_pixels_and_keeps_the_contrast():
     # the chromosome's bright pixels are brought back near 1, as `prepare` normalises
     top = out[changed].flatten(1).amax(1)
     assert float(top.min()) > 0.9
+
+
+def test_jpeg_round_trips_half_the_images_in_the_source_pixels():
+    from dataclasses import replace
+
+    import pytest
+
+    from karyosearch.errors import UserError
+    from karyosearch.train.recipe import TrainOptions, resolve_recipe
+
+    bare = replace(PRESETS["default"], rotate=0.0, scale=(1.0, 1.0), translate=0.0, flips=False,
+                   intensity=0.0)  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 64, 64, generator=gen).repeat(200, 1, 1, 1)  # noise: JPEG's worst case
+    assert torch.equal(augment(x, bare, torch.Generator().manual_seed(0)), x)  # off
+    scale = torch.tensor([1.0, 4.0]).repeat(100)  # a 64 px source, or a 16 px one
+    out = augment(x, replace(bare, jpeg=20), torch.Generator().manual_seed(0), scale)
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    err = (out - x).abs().mean(dim=(1, 2, 3))
+    changed = err > 1e-6
+    assert 60 < int(changed.sum()) < 140 and torch.equal(out[~changed], x[~changed])
+    # the round trip at the source's side: a 16 px source keeps far less of 64 px noise
+    full, small = err[0::2][changed[0::2]], err[1::2][changed[1::2]]
+    assert float(small.min()) > float(full.max())
+    with pytest.raises(UserError, match="jpeg"):
+        resolve_recipe(TrainOptions(data="d", out="o", overrides={"jpeg": 99}))
