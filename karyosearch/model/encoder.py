@@ -175,7 +175,8 @@ class Encoder(nn.Module):
 
     @property
     def score_temperature(self) -> float:
-        """Scale that turns scores into logits: 1/T for proxy cosines, 1 for classifier logits."""
+        """The T that scores are divided by to give logits: the training temperature for proxy
+        cosines, 1 for classifier logits."""
         return self.cfg.temperature if self.cfg.uses_proxies else 1.0
 
 

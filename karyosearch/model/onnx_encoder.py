@@ -79,7 +79,7 @@ class OnnxEncoder:
 
     @property
     def score_temperature(self) -> float:
-        """As `Encoder.score_temperature`: 1/T for proxy cosines, 1 for logits."""
+        """As `Encoder.score_temperature`: T for proxy cosines, 1 for logits (scores / T)."""
         return self.cfg.temperature if self.cfg.uses_proxies else 1.0
 
     def embed_and_score(
