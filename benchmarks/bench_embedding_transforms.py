@@ -30,15 +30,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import add_own_split_args, header, own_split, prepared  # noqa: E402
+from bench_robustness import add_own_split_args, header, own_split, prepared, save  # noqa: E402
 
 from karyosearch.data.datasets import read_dataset  # noqa: E402
 from karyosearch.data.splits import split_dataset  # noqa: E402
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import predicted_classes  # noqa: E402
-from karyosearch.util.atomic import write_json  # noqa: E402
-from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 SHRINKAGES = (0.1, 0.3, 1.0)
 PULLS = (0.5, 1.0, 2.0)
@@ -128,21 +126,26 @@ def main(argv: list[str] | None = None) -> None:
             line += f"   {args.also.name} R@1 {100 * row['also_recall_at_1']:6.2f}%"
         results.append(row)
         print(line, flush=True)
-    out = {
-        **header("embedding_transforms", args, encoder, split, seed),
-        "part": "val",
-        "n": {"train": len(train), "val": len(val)},
-        "val_accuracy": accuracy,
-        "also": None
-        if other is None
-        else {"dataset": str(args.also), "split": args.also_split, "seed": 0, "n": len(other[1])},
-        "warnings": warnings,
-        "results": results,
-        "seconds": time.monotonic() - started,
-        "machine": describe(),
-        "created": timestamp(),
-    }
-    print(f"saved {write_json(args.json_out, out)}")
+    save(
+        args.json_out,
+        header("embedding_transforms", args, encoder, split, seed),
+        {
+            "part": "val",
+            "n": {"train": len(train), "val": len(val)},
+            "val_accuracy": accuracy,
+            "also": None
+            if other is None
+            else {
+                "dataset": str(args.also),
+                "split": args.also_split,
+                "seed": 0,
+                "n": len(other[1]),
+            },
+            "warnings": warnings,
+            "results": results,
+            "seconds": time.monotonic() - started,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import header, own_part, prepared  # noqa: E402
+from bench_robustness import header, own_part, prepared, save  # noqa: E402
 
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
 from karyosearch.model.checkpoint import load_encoder  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import predicted_classes  # noqa: E402
-from karyosearch.util.atomic import write_json  # noqa: E402
-from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,18 +78,18 @@ def main(argv: list[str] | None = None) -> None:
             r1 = recall_at_k(emb, labels, (1,))[1]
             rows.append({"members": list(combo), "accuracy": acc, "recall_at_1": r1})
             print(f"{100 * acc:6.2f}%  R@1 {100 * r1:6.2f}%  {' + '.join(combo)}", flush=True)
-    out = {
-        **header("ensemble", first, encoder, split, seed),
-        "models": [str(m) for m in models],
-        "part": args.part,
-        "n": len(paths),
-        "warnings": warnings,
-        "results": rows,
-        "seconds": time.monotonic() - started,
-        "machine": describe(),
-        "created": timestamp(),
-    }
-    print(f"saved {write_json(args.json_out, out)}")
+    save(
+        args.json_out,
+        header("ensemble", first, encoder, split, seed),
+        {
+            "models": [str(m) for m in models],
+            "part": args.part,
+            "n": len(paths),
+            "warnings": warnings,
+            "results": rows,
+            "seconds": time.monotonic() - started,
+        },
+    )
 
 
 if __name__ == "__main__":

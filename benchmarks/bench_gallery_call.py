@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import add_own_split_args, header, own_split, prepared  # noqa: E402
+from bench_robustness import add_own_split_args, header, own_split, prepared, save  # noqa: E402
 
 from karyosearch.labels import CLASS_NAMES  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import combined_call, neighbour_votes  # noqa: E402
-from karyosearch.util.atomic import write_json  # noqa: E402
-from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 KS = [1, 3, 5, 8, 16]
 TEMPERATURES = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
@@ -122,18 +120,19 @@ def main(argv: list[str] | None = None) -> None:
             f"val {100 * val[s]:6.2f}%  test {100 * test[s]:6.2f}%",
             flush=True,
         )
-    out = {
-        **header("gallery_call", args, encoder, split, seed),
-        "n": {"archive": len(archive["labels"])} | {n: len(p["labels"]) for n, p in parts.items()},
-        "warnings": warnings,
-        "grid": {"k": KS, "temperature": TEMPERATURES, "weight": WEIGHTS, "pull": PULLS},
-        "results": results,
-        "val_settings_at_best": sum(a == best for a in val.values()),
-        "seconds": time.monotonic() - started,
-        "machine": describe(),
-        "created": timestamp(),
-    }
-    print(f"saved {write_json(args.json_out, out)}")
+    save(
+        args.json_out,
+        header("gallery_call", args, encoder, split, seed),
+        {
+            "n": {"archive": len(archive["labels"])}
+            | {n: len(p["labels"]) for n, p in parts.items()},
+            "warnings": warnings,
+            "grid": {"k": KS, "temperature": TEMPERATURES, "weight": WEIGHTS, "pull": PULLS},
+            "results": results,
+            "val_settings_at_best": sum(a == best for a in val.values()),
+            "seconds": time.monotonic() - started,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ def header(
     }
 
 
+def save(path: Path, head: dict[str, Any], body: dict[str, Any]) -> None:
+    """Write a result to `path`: `head` (`header`), `body`, then the machine and the time."""
+    result = {**head, **body, "machine": describe(), "created": timestamp()}
+    print(f"saved {write_json(path, result)}")
+
+
 def prepared(paths: list[str], degrade, size: int, canvas: int, version: int) -> np.ndarray:
     """The network inputs of `paths`, degraded, prepared as the encoder (preprocessing
     `version`) was trained."""
@@ -157,19 +163,19 @@ def main(argv: list[str] | None = None) -> None:
         if audit:
             clean = rows[0]["audited"]["accuracy"]
             row["audited"]["accuracy_drop_points"] = 100 * (clean - row["audited"]["accuracy"])
-    out = {
-        **header("robustness", args, encoder, split, seed),
-        "part": args.part,
-        "n_test": len(paths),
-        "audited_cells": audit_cells if audit else [],
-        "warnings": warnings,
-        "target": "every drop at most 2 points of accuracy",
-        "worst_accuracy_drop_points": max(r["accuracy_drop_points"] for r in rows),
-        "results": rows,
-        "machine": describe(),
-        "created": timestamp(),
-    }
-    print(f"saved {write_json(args.json_out, out)}")
+    save(
+        args.json_out,
+        header("robustness", args, encoder, split, seed),
+        {
+            "part": args.part,
+            "n_test": len(paths),
+            "audited_cells": audit_cells if audit else [],
+            "warnings": warnings,
+            "target": "every drop at most 2 points of accuracy",
+            "worst_accuracy_drop_points": max(r["accuracy_drop_points"] for r in rows),
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

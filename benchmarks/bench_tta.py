@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import add_own_split_args, header, own_part, prepared  # noqa: E402
+from bench_robustness import add_own_split_args, header, own_part, prepared, save  # noqa: E402
 
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
 from karyosearch.model.predict import predicted_classes  # noqa: E402
-from karyosearch.util.atomic import write_json  # noqa: E402
-from karyosearch.util.runtime import describe, timestamp  # noqa: E402
 
 VIEWS = {  # prepared (N, S, S) images -> one view of them
     "plain": lambda x: x,
@@ -85,17 +83,17 @@ def main(argv: list[str] | None = None) -> None:
             f"({row['recall_at_1_gain_points']:+.2f})",
             flush=True,
         )
-    out = {
-        **header("tta", args, encoder, split, seed),
-        "part": args.part,
-        "n": len(paths),
-        "warnings": warnings,
-        "results": rows,
-        "seconds": time.monotonic() - started,
-        "machine": describe(),
-        "created": timestamp(),
-    }
-    print(f"saved {write_json(args.json_out, out)}")
+    save(
+        args.json_out,
+        header("tta", args, encoder, split, seed),
+        {
+            "part": args.part,
+            "n": len(paths),
+            "warnings": warnings,
+            "results": rows,
+            "seconds": time.monotonic() - started,
+        },
+    )
 
 
 if __name__ == "__main__":
