@@ -13,7 +13,8 @@ the proxies.
 
     .venv/bin/python benchmarks/bench_embedding_transforms.py \\
         --model runs/q/model.pt --data ../shared/data/bioimlab \\
-        --also ../shared/data/gband612 --json-out benchmarks/results/embedding_transforms.json
+        --also ../shared/data/gband612 \\
+        --json-out benchmarks/results/embedding_transforms/NAME.val.json
 
 Validation crops only: a transform is a choice, and choices are made on validation.
 """
@@ -36,7 +37,7 @@ from karyosearch.data.datasets import read_dataset  # noqa: E402
 from karyosearch.data.splits import split_dataset  # noqa: E402
 from karyosearch.evaluation.metrics import recall_at_k  # noqa: E402
 from karyosearch.model.embed import embed_arrays  # noqa: E402
-from karyosearch.model.predict import predicted_classes  # noqa: E402
+from karyosearch.model.predict import log_probs, predicted_classes  # noqa: E402
 
 SHRINKAGES = (0.1, 0.3, 1.0)
 PULLS = (0.5, 1.0, 2.0)
@@ -80,9 +81,7 @@ def transforms(
         found[f"within-class whitened a={a}"] = lambda x, w=within: unit((x - mean) @ w)
 
     def pull(x: np.ndarray, b: float) -> np.ndarray:
-        scores = x @ proxies.T / temperature
-        weights = np.exp(scores - scores.max(1, keepdims=True))
-        weights /= weights.sum(1, keepdims=True)
+        weights = np.exp(log_probs(x @ proxies.T, temperature))
         return unit(x + b * weights @ proxies)
 
     for b in PULLS:
