@@ -88,8 +88,10 @@ def _loss_fn(
     model: Encoder, recipe: Recipe
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     if model.cfg.uses_proxies:
-        loss = NormalizedSoftmaxLoss(model.cfg.temperature, recipe.label_smoothing)
+        loss = NormalizedSoftmaxLoss(model.cfg.temperature, recipe.label_smoothing, recipe.margin)
         return lambda emb, scores, y: loss(emb, y, model.proxies)
+    if recipe.margin:
+        raise UserError(f"--set margin applies to the proxy networks only, not {model.cfg.arch}")
     return lambda emb, scores, y: F.cross_entropy(
         scores.float(), y, label_smoothing=recipe.label_smoothing
     )
@@ -102,7 +104,7 @@ def evaluate_split(
     """Validation accuracy (nearest proxy / argmax logits) and loss."""
     device = next(model.parameters()).device
     model.eval()
-    loss_fn = _loss_fn(model, replace(recipe, label_smoothing=0.0))
+    loss_fn = _loss_fn(model, replace(recipe, label_smoothing=0.0, margin=0.0))
     correct, total_loss = 0, 0.0
     for start in range(0, len(images), batch_size):
         x = to_model_input(

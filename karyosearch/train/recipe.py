@@ -28,6 +28,10 @@ class Recipe:
     classes_per_batch: int = 16  # classes per batch (batch = m * classes)
     proxy_lr_mult: float = 1.0  # proxies learn this much faster than the network
     label_smoothing: float = 0.0  # on the normalized softmax / cross-entropy targets
+    # additive cosine margin on the true class in the normalized softmax loss (proxy networks
+    # only; train.losses): training goes on pulling each crop toward its own proxy after it is
+    # already nearest to it; 0: off, the paper's loss
+    margin: float = 0.0
     rotate: float = 0.0  # max rotation (degrees) of the batch augmentation
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range (<1 shrinks the chromosome)
     translate: float = 0.0  # max shift as a fraction of the image side
@@ -160,6 +164,8 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
         )
     if recipe.jpeg and not 1 <= recipe.jpeg <= 95:
         raise UserError(f"recipe field jpeg takes a quality in [1, 95] (0: off), not {recipe.jpeg}")
+    if not 0.0 <= recipe.margin < 1.0:
+        raise UserError(f"recipe field margin takes a cosine in [0, 1), not {recipe.margin}")
     return recipe
 
 

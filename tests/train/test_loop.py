@@ -237,3 +237,24 @@ def test_a_run_on_older_preprocessing_is_not_resumed_but_its_weights_start_a_new
     )  # fmt: skip
     assert record["init"]["path"] == str(out)
     assert load_encoder(tmp_path / "n.pt").cfg.preprocess_version == PREPROCESS_VERSION
+
+
+def test_margin_trains_a_proxy_network_and_is_refused_for_a_logit_one(tmp_path):
+    data = make_folder_dataset(tmp_path / "data", per_class=3)
+
+    def run(arch: str) -> dict:
+        opts = TrainOptions(
+            data=str(data),
+            out=str(tmp_path / arch / "m.pt"),
+            arch=arch,
+            epochs=1,
+            image_size=32,
+            overrides=PLAIN | {"margin": 0.2},
+        )
+        return train(opts, log=lambda s: None)
+
+    record = run("proxy-resnext")
+    assert record["recipe"]["margin"] == 0.2 and np.isfinite(record["curve"][0]["train_loss"])
+    assert load_encoder(tmp_path / "proxy-resnext" / "m.pt").train_record["recipe"]["margin"] == 0.2
+    with pytest.raises(UserError, match="margin applies to the proxy networks only"):
+        run("resnext")

@@ -12,3 +12,15 @@ def test_recipe_overrides_take_the_field_type():
     recipe = resolve_recipe(opts)
     assert recipe.rotate == 30.0 and isinstance(recipe.rotate, float)
     assert recipe.scale == (0.8, 1.2) and recipe.epochs == PRESETS["default"].epochs
+
+
+def test_margin_is_a_cosine_in_zero_to_one():
+    import pytest
+
+    from karyosearch.errors import UserError
+    from karyosearch.train.recipe import resolve_recipe
+
+    assert resolve_recipe(TrainOptions(data="d", out="o", overrides={"margin": 0.2})).margin == 0.2
+    for bad in (-0.1, 1.0):
+        with pytest.raises(UserError, match="margin"):
+            resolve_recipe(TrainOptions(data="d", out="o", overrides={"margin": bad}))
