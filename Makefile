@@ -5,9 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/karyosearch
 DATA ?= ../shared/data
-# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 96 px, the shipped 96-px G-band encoder fine-tuned
-# on the BioImLab `paper` split, seed 1, 20 epochs (float16; its training record is inside the file).
-MODEL ?= models/bioimlab-proxy-resnext-cbam-96px.pt
+# The bundled Q-band encoder: Proxy-ResNeXt-CBAM, 128 px, the shipped 96-px G-band encoder fine-tuned
+# on the BioImLab `paper` split, seed 1, 20 epochs with simulated low-resolution, blurred and
+# other-gamma scans (float16; its training record is inside the file; card: models/README.md).
+MODEL ?= models/bioimlab-proxy-resnext-cbam-128px.pt
 DEMO_INDEX ?= indexes/demo
 BIOIMLAB := $(DATA)/bioimlab/single_chromosomes
 

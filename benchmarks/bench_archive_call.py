@@ -24,7 +24,7 @@ degraded ones (`degrade.py` names). A model's own training cells are left out (`
 keeps only the test part of the model's split when the data is its training set).
 
     .venv/bin/python benchmarks/bench_archive_call.py \\
-        --stand-in q-on-g=models/bioimlab-proxy-resnext-cbam-96px.pt:../shared/data/gband612 \\
+        --stand-in q-on-g=models/bioimlab-proxy-resnext-cbam-128px.pt:../shared/data/gband612 \\
         --stand-in g-on-q=models/gband612-proxy-resnext-cbam-96px.pt:../shared/data/bioimlab
 """
 

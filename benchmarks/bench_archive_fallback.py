@@ -21,7 +21,7 @@ accuracy over its archives (ties: the least weight on the neighbours) is chosen.
 queries then give each side's accuracy under the proxies alone, the single fixed setting used
 before, and the chosen one.
 
-    Q=models/bioimlab-proxy-resnext-cbam-96px.pt G=models/gband612-proxy-resnext-cbam-96px.pt
+    Q=models/bioimlab-proxy-resnext-cbam-128px.pt G=models/gband612-proxy-resnext-cbam-96px.pt
     .venv/bin/python benchmarks/bench_archive_fallback.py \\
         --stand-in q-on-gband=$Q:../shared/data/gband612 \\
         --stand-in g-on-bioimlab=$G:../shared/data/bioimlab \\

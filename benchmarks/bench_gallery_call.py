@@ -12,7 +12,7 @@ lowest T and k) is then read once on the test crops, beside the proxies alone an
 neighbours alone.
 
     .venv/bin/python benchmarks/bench_gallery_call.py \\
-        --model models/bioimlab-proxy-resnext-cbam-96px.pt --data ../shared/data/bioimlab \\
+        --model models/bioimlab-proxy-resnext-cbam-128px.pt --data ../shared/data/bioimlab \\
         --json-out benchmarks/results/gallery_call_bioimlab.json
 """
 

@@ -7,7 +7,7 @@ and the server's resident memory (VmRSS) is sampled every second. Saves throughp
 p99 latency, errors, /health latency, RSS over time and the machine (with its load average:
 other work sharing the cores is named) to benchmarks/results/serve_load.json.
 
-    karyosearch index ../shared/data/bioimlab --model models/bioimlab-proxy-resnext-cbam-96px.pt \\
+    karyosearch index ../shared/data/bioimlab --model models/bioimlab-proxy-resnext-cbam-128px.pt \\
         --index /tmp/bioimlab-5k
     python benchmarks/bench_serve.py --index /tmp/bioimlab-5k      # ~80 s
 """

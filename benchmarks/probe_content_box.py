@@ -17,7 +17,7 @@ either version sees all three) and reads no test crop: it is how a change to the
 would be chosen.
 
     .venv/bin/python benchmarks/probe_content_box.py \\
-        --model models/bioimlab-proxy-resnext-cbam-96px.pt --data ../shared/data/bioimlab \\
+        --model models/bioimlab-proxy-resnext-cbam-128px.pt --data ../shared/data/bioimlab \\
         --json-out benchmarks/results/probe_content_box.bioimlab.json
 """
 

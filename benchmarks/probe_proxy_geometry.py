@@ -12,8 +12,8 @@ same-class and nearest other-class neighbour. It reads no test crop: it is how a
 the loss (`--set margin=M`) is argued for before it is trained.
 
     .venv/bin/python benchmarks/probe_proxy_geometry.py \\
-        --model models/bioimlab-proxy-resnext-cbam-96px.pt --data ../shared/data/bioimlab \\
-        --json-out benchmarks/results/probe_proxy_geometry.bioimlab-96px.paper-s1.json
+        --model models/bioimlab-proxy-resnext-cbam-128px.pt --data ../shared/data/bioimlab \\
+        --json-out benchmarks/results/probe_proxy_geometry.bioimlab-128px.paper-s1.json
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ browser is downloaded) and saves benchmarks/results/figures/serve_*.png:
   karyotype recounted, the karyogram redrawn).
 
     python benchmarks/serve_screenshots.py --index indexes/demo \\
-        --model models/bioimlab-proxy-resnext-cbam-96px.pt
+        --model models/bioimlab-proxy-resnext-cbam-128px.pt
 """
 
 from __future__ import annotations

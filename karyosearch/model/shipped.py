@@ -19,7 +19,7 @@ from ..errors import UserError
 
 # stain -> file in the models folder (model cards: models/README.md)
 SHIPPED = {
-    "Q-band": "bioimlab-proxy-resnext-cbam-96px.pt",
+    "Q-band": "bioimlab-proxy-resnext-cbam-128px.pt",
     "G-band": "gband612-proxy-resnext-cbam-96px.pt",
 }
 SAMPLE = 24  # images looked at to tell the stain (spread over the list)

@@ -2,7 +2,7 @@
 
 ```python
 from karyosearch.server.app import create_app
-app = create_app("indexes/demo", "models/bioimlab-proxy-resnext-cbam-96px.pt")
+app = create_app("indexes/demo", "models/bioimlab-proxy-resnext-cbam-128px.pt")
 # uvicorn.run(app, host="127.0.0.1", port=8000)
 ```
 

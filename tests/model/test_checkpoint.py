@@ -73,15 +73,16 @@ def test_exported_half_checkpoint_is_smaller_and_a_model_of_its_own(tmp_path):
 
 
 def test_the_bundled_model_still_loads_as_it_was_trained():
-    """models/bioimlab-proxy-resnext-cbam-96px.pt loads with its config's size (96 px), the
+    """models/bioimlab-proxy-resnext-cbam-128px.pt loads with its config's size (128 px), the
     fingerprint it was shipped with and the split its card names (`paper`, seed 1)."""
     from pathlib import Path
 
-    bundled = Path(__file__).resolve().parents[2] / "models" / "bioimlab-proxy-resnext-cbam-96px.pt"
+    models = Path(__file__).resolve().parents[2] / "models"
+    bundled = models / "bioimlab-proxy-resnext-cbam-128px.pt"
     if not bundled.exists():
         pytest.skip("bundled model not in this checkout")
     model = load_encoder(bundled)
-    assert model.cfg.image_size == 96 and model.cfg.arch == "proxy-resnext-cbam"
+    assert model.cfg.image_size == 128 and model.cfg.arch == "proxy-resnext-cbam"
     assert model.fingerprint == read_checkpoint(bundled).fingerprint
     assert model.train_record["split"] == "paper" and model.train_record["seed"] == 1
 
@@ -131,7 +132,7 @@ def test_half_checkpoints_verify_whether_or_not_they_were_rounded_first(tmp_path
 @pytest.mark.parametrize(
     ("name", "fingerprint", "preprocess_version"),
     [
-        ("bioimlab-proxy-resnext-cbam-96px.pt", "b7c1c369f5480dcd", 2),
+        ("bioimlab-proxy-resnext-cbam-128px.pt", "d608fd5069436e8e", 2),
         ("gband612-proxy-resnext-cbam-96px.pt", "d380549af926d687", 2),
     ],
 )
