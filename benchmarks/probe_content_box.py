@@ -1,6 +1,7 @@
 """Where a brighter scan's accuracy goes: the crop's content box, measured on validation crops.
 
-The shipped Q-band encoder loses about nine points to gamma 0.7 (bench_robustness.py).
+The Q-band encoder shipped until 2026-12-01 lost about nine points to gamma 0.7
+(bench_robustness.py).
 Gamma lifts faint pixels (stray specks, a neighbour's edge) over the pipeline's fixed
 foreground threshold (`data.image.FOREGROUND_DELTA`), the content box grows and the
 chromosome is framed smaller. This probe re-runs the encoder on validation crops, clean and
