@@ -1,10 +1,9 @@
 """Where a brighter scan's accuracy goes: the crop's content box, measured on validation crops.
 
 The Q-band encoder shipped until 2026-12-01 lost about nine points to gamma 0.7
-(bench_robustness.py).
-Gamma lifts faint pixels (stray specks, a neighbour's edge) over the pipeline's fixed
-foreground threshold (`data.image.FOREGROUND_DELTA`), the content box grows and the
-chromosome is framed smaller. This probe re-runs the encoder on validation crops, clean and
+(bench_robustness.py). Gamma lifts faint pixels (stray specks, a neighbour's edge) over the
+pipeline's fixed foreground threshold (`data.image.FOREGROUND_DELTA`), the content box grows
+and the chromosome is framed smaller. This probe re-runs the encoder on validation crops, clean and
 degraded (`degrade.py`), with the content box found three ways:
 
 - `threshold`: preprocessing v1's (every pixel FOREGROUND_DELTA above the background);
