@@ -13,6 +13,11 @@ from ..labels import CLASS_NAMES
 ARCHS: tuple[str, ...] = ("resnext", "proxy-resnext", "proxy-resnext-cbam")
 
 
+def uses_proxies(arch: str) -> bool:
+    """Whether network `arch` classifies by learnable class proxies (else by logits)."""
+    return arch != "resnext"
+
+
 STEMS: tuple[str, ...] = ("standard", "small")  # see EncoderConfig.stem
 
 
@@ -44,4 +49,4 @@ class EncoderConfig:
 
     @property
     def uses_proxies(self) -> bool:
-        return self.arch != "resnext"
+        return uses_proxies(self.arch)

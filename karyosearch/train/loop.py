@@ -90,8 +90,6 @@ def _loss_fn(
     if model.cfg.uses_proxies:
         loss = NormalizedSoftmaxLoss(model.cfg.temperature, recipe.label_smoothing, recipe.margin)
         return lambda emb, scores, y: loss(emb, y, model.proxies)
-    if recipe.margin:
-        raise UserError(f"--set margin applies to the proxy networks only, not {model.cfg.arch}")
     return lambda emb, scores, y: F.cross_entropy(
         scores.float(), y, label_smoothing=recipe.label_smoothing
     )

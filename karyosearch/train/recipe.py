@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import UserError
+from ..model.config import uses_proxies
 from ..model.encoder import STEMS
 
 
@@ -166,6 +167,8 @@ def resolve_recipe(opts: TrainOptions) -> Recipe:
         raise UserError(f"recipe field jpeg takes a quality in [1, 95] (0: off), not {recipe.jpeg}")
     if not 0.0 <= recipe.margin < 1.0:
         raise UserError(f"recipe field margin takes a cosine in [0, 1), not {recipe.margin}")
+    if recipe.margin and not uses_proxies(opts.arch):
+        raise UserError(f"--set margin applies to the proxy networks only, not {opts.arch}")
     return recipe
 
 

@@ -14,7 +14,7 @@ def test_recipe_overrides_take_the_field_type():
     assert recipe.scale == (0.8, 1.2) and recipe.epochs == PRESETS["default"].epochs
 
 
-def test_margin_is_a_cosine_in_zero_to_one():
+def test_margin_is_a_cosine_in_zero_to_one_for_proxy_networks_only():
     import pytest
 
     from karyosearch.errors import UserError
@@ -24,3 +24,7 @@ def test_margin_is_a_cosine_in_zero_to_one():
     for bad in (-0.1, 1.0):
         with pytest.raises(UserError, match="margin"):
             resolve_recipe(TrainOptions(data="d", out="o", overrides={"margin": bad}))
+    # refused before any image is read: the recipe is resolved first
+    logits = TrainOptions(data="d", out="o", arch="resnext", overrides={"margin": 0.2})
+    with pytest.raises(UserError, match="margin applies to the proxy networks only, not resnext"):
+        resolve_recipe(logits)
