@@ -5,7 +5,8 @@ one when (a) its mean best validation accuracy over the `paper` split's seeds is
 shipped recipe's; the seed it ships is (b) the one with the highest best validation accuracy
 (ties: the lowest validation loss), if (c) on degraded validation crops
 (`bench_robustness.py --part val`) that seed's mean over the seven conditions is at least the
-shipped encoder's and no drop is larger than the shipped encoder's worst.
+shipped encoder's and no drop is larger than the shipped encoder's worst (or than
+`--max-drop`, where the candidate's rule sets its own bound).
 
 This reads only the validation fields of the runs' JSON (`train.val_accuracy`,
 `train.val_loss`, `train.best_epoch`) and the robustness JSON of `--part val`; it never
@@ -44,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--robustness", type=Path, help="the best seed's --part val JSON")
     parser.add_argument(
         "--baseline-robustness", type=Path, help="the shipped encoder's --part val JSON"
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        help="the rule's bound on the worst drop, in points (default: the shipped encoder's worst)",
     )
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the runs' JSON")
     return parser.parse_args(argv)
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     mean_r, drop, where = degraded(args.robustness)
     floor, bound, bound_where = degraded(args.baseline_robustness)
+    if args.max_drop is not None:
+        bound, bound_where = args.max_drop, "the rule's bound"
     passes_c = mean_r >= floor and drop <= bound
     print(
         f"(c) degraded validation mean {mean_r:.2f}% (at least {floor:.2f}%), worst drop "

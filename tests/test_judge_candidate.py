@@ -74,6 +74,20 @@ def test_a_drop_beyond_the_shipped_worst_fails_c(judge, tmp_path: Path, capsys) 
     assert "(c)" in out and ": fails" in out and "verdict: not shipped" in out
 
 
+def test_the_rules_own_bound_replaces_the_shipped_worst(judge, tmp_path: Path, capsys) -> None:
+    write_runs(tmp_path, "cand", [(0.97, 0.2)] * 3)
+    write_runs(tmp_path, "base", [(0.96, 0.2)] * 3)
+    mine = write_robustness(tmp_path / "c.json", [0.98, 0.98, 0.965])  # worst drop 1.5
+    shipped = write_robustness(tmp_path / "b.json", [0.96, 0.955, 0.95])  # worst drop 1.0
+    both = ["--robustness", str(mine), "--baseline-robustness", str(shipped)]
+    assert "verdict: not shipped" in run(judge, tmp_path, capsys, *both)
+    out = run(judge, tmp_path, capsys, *both, "--max-drop", "1.6")
+    assert "worst drop 1.50 points, d2 (at most 1.60, the rule's bound): passes" in out
+    assert "verdict: ships" in out
+    out = run(judge, tmp_path, capsys, *both, "--max-drop", "1.4")
+    assert "verdict: not shipped" in out
+
+
 def test_a_lower_mean_fails_a(judge, tmp_path: Path, capsys) -> None:
     write_runs(tmp_path, "cand", [(0.96, 0.2)] * 3)
     write_runs(tmp_path, "base", [(0.96, 0.2), (0.96, 0.2), (0.97, 0.2)])
